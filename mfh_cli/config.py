@@ -1,0 +1,69 @@
+"""Compose the Hydra config tree (shipped in the package) and resolve where data and results live."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from mfh_cli.errors import ConfigError
+
+_PACKAGED = Path(__file__).resolve().parent / "conf"
+# Installed: mfh_cli/conf inside the package. From a source checkout: conf/ at the repository top.
+CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "conf"
+
+# Keys that change how a run is executed but not what it computes: left out of the run id.
+EXECUTION_ONLY_KEYS = ("trainer.threads", "trainer.progress")
+
+
+def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
+    """Compose `conf/<config_name>.yaml` with Hydra overrides; any problem becomes one ConfigError line."""
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"bad override '{item}': expected key=value (e.g. data=kuairand seed=3)")
+    try:
+        with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
+            cfg = hydra_compose(config_name=config_name, overrides=overrides)
+        OmegaConf.resolve(cfg)
+    except (HydraException, OmegaConfBaseException, ValueError) as error:
+        message = " ".join(str(error).split()).split(" Config search path")[0]
+        raise ConfigError(f"bad config override: {message}") from None
+    return cfg
+
+
+def to_container(cfg: DictConfig) -> dict:
+    """A plain, resolved dict of a config."""
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def config_hash(cfg: DictConfig, length: int = 12) -> str:
+    """A short stable hash of everything in the config that affects results (the run id)."""
+    container = to_container(cfg)
+    for dotted in EXECUTION_ONLY_KEYS:
+        node = container
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.get(key, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    text = json.dumps(container, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def results_dir(option: Path | None = None) -> Path:
+    """`--results-dir`, else `MFH_RESULTS_DIR`, else ./results."""
+    return Path(option or os.environ.get("MFH_RESULTS_DIR") or "results")
+
+
+def data_dir(option: Path | None = None, configured: str | None = None) -> Path:
+    """`--data-dir`, else `data.dir` in the config, else `MFH_DATA_DIR`, else ./data."""
+    return Path(option or configured or os.environ.get("MFH_DATA_DIR") or "data")

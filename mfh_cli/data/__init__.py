@@ -1,0 +1,38 @@
+"""Data layer: the simulator, KuaiRand and your own log, all behind `load_dataset` → `Dataset`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, SPLITS, Dataset, Schema
+
+__all__ = ["BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema", "load_dataset"]
+
+
+def load_dataset(cfg: DictConfig, data_dir: Path | None = None, cache_dir: Path | None = None,
+                 quiet: bool = True) -> Dataset:
+    """Build (or read from the cache) the dataset named by `cfg.data.name`.
+
+    `data_dir` is the `--data-dir` option; `cache_dir` holds encoded tensors keyed by the data config and
+    the source files' size and mtime (None: no cache).
+    """
+    from mfh_cli.config import data_dir as resolve_data_dir
+    from mfh_cli.errors import ConfigError
+
+    name = cfg.data.name
+    directory = resolve_data_dir(data_dir, cfg.data.get("dir"))
+    if name == "synthetic":
+        from mfh_cli.data.synthetic import simulate
+
+        return simulate(cfg.data, quiet=quiet)
+    if name == "kuairand":
+        from mfh_cli.data.kuairand import load_kuairand
+
+        return load_kuairand(cfg.data, directory, cache_dir=cache_dir, quiet=quiet)
+    if name == "table":
+        from mfh_cli.data.table import load_table
+
+        return load_table(cfg.data, directory, cache_dir=cache_dir, quiet=quiet)
+    raise ConfigError(f"unknown data.name '{name}': expected synthetic, kuairand or table")

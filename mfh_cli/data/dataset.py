@@ -1,0 +1,94 @@
+"""The one dataset interface every later piece uses: encoded tensors, masked labels, groups, splits, schema.
+
+Shape letters: N rows, C categorical fields, D dense features, L behaviours (label columns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+# Every behaviour the project knows and its kind (SPEC §1, §3): regression trains on squared error, binary on
+# cross-entropy with logits.
+BEHAVIOURS: dict[str, str] = {
+    "cmpl": "regression",
+    "finish": "binary",
+    "skip": "binary",
+    "like": "binary",
+    "share": "binary",
+    "comment": "binary",
+    "follow": "binary",
+}
+GROUPS: tuple[str, ...] = ("new", "low", "high")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the tensors mean: feature vocabularies, behaviours (label columns, in order) and user groups."""
+
+    categorical: dict[str, int]  # field -> vocabulary size; index 0 is out-of-vocabulary / missing
+    dense: list[str]
+    behaviours: dict[str, str]  # label column -> "regression" | "binary"
+    groups: list[str]  # Dataset.group holds an index into this list
+    name: str = ""
+    notes: list[str] = field(default_factory=list)  # caveats worth printing (e.g. label sparsity)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Schema:
+        return cls(**values)
+
+
+@dataclass
+class Dataset:
+    """Encoded rows of one dataset, all splits together; `select` slices one split."""
+
+    schema: Schema
+    categorical: torch.Tensor  # [N, C] int64
+    dense: torch.Tensor  # [N, D] float32
+    labels: torch.Tensor  # [N, L] float32, 0 where masked (never NaN)
+    label_mask: torch.Tensor  # [N, L] bool, True where the label exists
+    group: torch.Tensor  # [N] int64, index into schema.groups
+    split: torch.Tensor  # [N] int64, index into SPLITS
+    user: torch.Tensor  # [N] int64 user id (for user counts per group)
+    oracle: torch.Tensor | None = None  # [N, L] true expectation per label (simulator only)
+
+    TENSORS = ("categorical", "dense", "labels", "label_mask", "group", "split", "user", "oracle")
+
+    def __len__(self) -> int:
+        return int(self.group.shape[0])
+
+    def rows(self, index: torch.Tensor) -> Dataset:
+        """The rows at `index` (a bool mask or integer index)."""
+        values = {name: getattr(self, name) for name in self.TENSORS}
+        return Dataset(self.schema, **{k: (v[index] if v is not None else None) for k, v in values.items()})
+
+    def select(self, split: str) -> Dataset:
+        """The rows of one split (train, validation or test)."""
+        return self.rows(self.split == SPLITS.index(split))
+
+    def behaviour_columns(self, behaviours: list[str]) -> list[int]:
+        """Label column indices of the named behaviours, in the order given."""
+        names = list(self.schema.behaviours)
+        return [names.index(name) for name in behaviours]
+
+    def check(self) -> None:
+        """Shapes and dtypes agree with the schema (a programming error if not)."""
+        n = len(self)
+        assert self.categorical.shape == (n, len(self.schema.categorical)), self.categorical.shape
+        assert self.dense.shape == (n, len(self.schema.dense)), self.dense.shape
+        assert self.labels.shape == self.label_mask.shape == (n, len(self.schema.behaviours))
+        assert self.label_mask.dtype == torch.bool
+        assert not torch.isnan(self.labels).any(), "labels hold NaN: mask them instead"
+
+    def state(self) -> dict:
+        """Tensors and schema as a dict of tensors + plain values (what the cache stores)."""
+        return {"schema": self.schema.to_dict(), **{k: getattr(self, k) for k in self.TENSORS}}
+
+    @classmethod
+    def from_state(cls, state: dict) -> Dataset:
+        return cls(Schema.from_dict(state["schema"]), **{k: state[k] for k in cls.TENSORS})

@@ -1,0 +1,51 @@
+"""Shared fixtures: the installed `mfh` as a real subprocess, the real KuaiRand slice, isolated result dirs."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mfh_executable() -> str:
+    """The `mfh` console script of the interpreter running the tests (the installed package)."""
+    found = shutil.which("mfh", path=str(Path(sys.executable).parent)) or shutil.which("mfh")
+    if found is None:
+        pytest.fail("the `mfh` console script is not installed: run `pip install .` first")
+    return found
+
+
+@pytest.fixture
+def run_mfh(tmp_path: Path):
+    """Run `mfh ARGS...` in a subprocess with results under tmp_path; returns CompletedProcess (text)."""
+
+    def run(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600,
+            check: bool = False) -> subprocess.CompletedProcess:
+        environment = {**os.environ, "MFH_RESULTS_DIR": str(tmp_path / "results"), **(env or {})}
+        result = subprocess.run([mfh_executable(), *args], capture_output=True, text=True, env=environment,
+                                cwd=cwd or tmp_path, timeout=timeout)
+        if check and result.returncode != 0:
+            pytest.fail(f"mfh {' '.join(args)} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def kuairand_dir() -> Path:
+    """The real KuaiRand-Pure slice: MFH_DATA_DIR (the dataset folder or its parent); skipped when unset."""
+    root = os.environ.get("MFH_DATA_DIR")
+    if not root:
+        pytest.skip("MFH_DATA_DIR is unset: set it to the folder holding kuairand-pure/ to run real-data tests")
+    path = Path(root)
+    if not list(path.glob("log_standard_*.csv")):
+        path = path / "kuairand-pure"
+    if not list(path.glob("log_standard_*.csv")):
+        pytest.fail(f"MFH_DATA_DIR={root} holds no log_standard_*.csv (nor does its kuairand-pure/)")
+    return path
