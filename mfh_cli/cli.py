@@ -106,8 +106,106 @@ def model_describe(ctx: typer.Context,
                               fmt=fmt))
 
 
+@app.command("train", context_settings=OVERRIDES)
+def train_command(ctx: typer.Context, data_dir: DataDir = None, results_dir: ResultsDir = None,
+                  force: Annotated[bool, typer.Option("--force", help="Retrain even if this exact run "
+                                                      "is finished.")] = False,
+                  fmt: Format = "table", quiet: Quiet = False) -> None:
+    """Train one model on one dataset with one seed; print test metrics per user group and task."""
+    import json
+    import os
+
+    from mfh_cli.config import compose
+    from mfh_cli.engine.run import metrics_frame, train
+    from mfh_cli.report.render import emit
+
+    _check_format(fmt, ("table", "json"))
+    cfg = compose(ctx.args)
+    data_dir, results_dir = _paths(data_dir, results_dir)
+    result = train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=quiet)
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 speaks
+        return
+    if fmt == "json":
+        typer.echo(json.dumps(result.metrics, indent=1))
+        return
+    metrics = result.metrics
+    title = (f"{metrics['model']} on {metrics['dataset']} ({metrics['tasks']}), seed {metrics['seed']}: test "
+             f"metrics (MSE lower is better, AUC higher)")
+    emit(metrics_frame(metrics), "table", title=title)
+    missing = [f"{group}/{behaviour}: {cell['reason']}" for group, cells in metrics["metrics"]["test"].items()
+               for behaviour, cell in cells.items() if cell["value"] is None]
+    for line in missing:
+        typer.echo(f"not computed: {line}")
+    state = "reused finished run" if result.reused else (
+        f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, {metrics['wall_seconds']:.1f} s, "
+        f"{metrics['train_samples_per_second']:,.0f} training samples/s")
+    typer.echo(f"run directory: {result.run_dir} ({state})")
+
+
+Seeds = Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per variant (default: the "
+                                                                  "study's own).")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (cores are split).")]
+
+
+def _studies(study: str) -> list[str]:
+    from mfh_cli.studies.spec import study_names
+
+    return study_names() if study == "all" else [study]
+
+
+@app.command("ablate", context_settings=OVERRIDES)
+def ablate_command(ctx: typer.Context,
+                   study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all.")],
+                   seeds: Seeds = None, jobs: Jobs = 1, data_dir: DataDir = None, results_dir: ResultsDir = None,
+                   quiet: Quiet = False) -> None:
+    """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table."""
+    from mfh_cli.report import run_report
+    from mfh_cli.studies.execute import ablate
+
+    data_dir, results_dir = _paths(data_dir, results_dir)
+    outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=ctx.args, data_dir=data_dir,
+                      results_dir=results_dir, quiet=quiet)
+    for outcome in outcomes:
+        run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table", paper=True)
+        typer.echo(f"runs: {outcome.directory / 'runs.csv'}")
+
+
+@app.command("report")
+def report_command(study: Annotated[str, typer.Option("--study", "-s", help="A study, or all.")] = "all",
+                   dataset: Annotated[Optional[str], typer.Option("--dataset", help="Only this dataset's "
+                                                                  "results (default: every one found).")] = None,
+                   fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | markdown | latex")]
+                   = "table",
+                   paper: Annotated[bool, typer.Option("--paper/--no-paper", help="The paper's numbers beside "
+                                                       "ours.")] = True,
+                   results_dir: ResultsDir = None) -> None:
+    """Tables from finished studies: mean ± 95% interval over seeds, change vs reference, the paper beside."""
+    from mfh_cli.report import run_report
+
+    _check_format(fmt, ("table", "csv", "markdown", "latex"))
+    _, results_dir = _paths(None, results_dir)
+    run_report(results_dir, study=None if study == "all" else study, dataset=dataset, fmt=fmt, paper=paper)
+
+
+@app.command("reproduce", context_settings=OVERRIDES)
+def reproduce_command(ctx: typer.Context, seeds: Seeds = None, jobs: Jobs = 2, data_dir: DataDir = None,
+                      results_dir: ResultsDir = None, quiet: Quiet = False) -> None:
+    """The main job: every study of the paper (and ours) with default seeds, every report, the agreement."""
+    from mfh_cli.reproduce import reproduce
+
+    data_dir, results_dir = _paths(data_dir, results_dir)
+    reproduce(ctx.args, seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and their exit code."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a killed run cleans up like Ctrl-C: no half-written results
     try:
         app()
     except MfhError as error:

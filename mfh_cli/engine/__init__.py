@@ -1,0 +1,1 @@
+"""Engine: one run = one model on one dataset with one seed → a run directory (metrics, history, weights)."""

@@ -1,0 +1,1 @@
+"""Studies: a study is a YAML list of variants (config overrides) × seeds; plan, execute, collect runs.csv."""

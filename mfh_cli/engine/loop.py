@@ -1,0 +1,255 @@
+"""The training loop: batches are slices of a permutation, early stopping on the validation loss, history.
+
+Shape letters: N rows, B batch rows, T behaviours of the task grid, G user groups.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mfh_cli.data import SPLITS, Dataset
+from mfh_cli.engine.distributed import Context
+from mfh_cli.errors import RunError
+from mfh_cli.models.loss import elementwise_loss, multitask_loss
+
+
+@dataclass
+class Split:
+    """The tensors of one split restricted to the task grid's behaviours, on the training device."""
+
+    categorical: torch.Tensor  # [N, C]
+    dense: torch.Tensor  # [N, D]
+    group: torch.Tensor  # [N]
+    labels: torch.Tensor  # [N, T]
+    mask: torch.Tensor  # [N, T] label exists (the model reads each row's own group, SPEC §3)
+    oracle: torch.Tensor | None = None  # [N, T]
+
+    def __len__(self) -> int:
+        return int(self.group.shape[0])
+
+    def rows(self, index: torch.Tensor) -> Split:
+        return Split(self.categorical[index], self.dense[index], self.group[index], self.labels[index],
+                     self.mask[index], None if self.oracle is None else self.oracle[index])
+
+
+def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device) -> dict[str, Split]:
+    """Slice the dataset into train/validation/test for the given behaviours, moved to `device` once."""
+    columns = dataset.behaviour_columns(behaviours)
+    splits = {}
+    for index, name in enumerate(SPLITS):
+        rows = dataset.split == index
+        oracle = dataset.oracle[rows][:, columns].to(device) if dataset.oracle is not None else None
+        splits[name] = Split(dataset.categorical[rows].to(device), dataset.dense[rows].to(device),
+                             dataset.group[rows].to(device), dataset.labels[rows][:, columns].to(device),
+                             dataset.label_mask[rows][:, columns].to(device), oracle)
+    return splits
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    epochs_run: int
+    train_seconds: float
+    samples: int
+    validation_losses: list[float] = field(default_factory=list)  # one per epoch run
+    history: list[dict] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one model on one dataset's splits; `fit` restores the best validation epoch's weights."""
+
+    def __init__(self, model: torch.nn.Module, splits: dict[str, Split], trainer: DictConfig,
+                 weights: torch.Tensor, seed: int, context: Context = Context(), show_progress: bool = False):
+        self.model, self.splits, self.config, self.context = model, splits, trainer, context
+        self.weights = weights  # [G, T] task weights, gathered per row by its group
+        self.kinds: list[str] = list(model.kinds)
+        self.groups: list[str] = list(model.groups)
+        self.behaviours: list[str] = list(model.behaviours)
+        self.device = splits["train"].labels.device
+        self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
+        self.precision = torch.bfloat16 if trainer.precision == "bf16" else None
+        self.show_progress = show_progress and context.is_main
+        self.optimizer = make_optimizer(model, trainer)
+        self.step = 0
+        self.history: list[dict] = []
+
+    def autocast(self):
+        if self.precision is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.precision)
+
+    def forward(self, batch: Split) -> torch.Tensor:
+        with self.autocast():
+            outputs = self.model(batch.categorical, batch.dense, batch.group)
+        return outputs.float()
+
+    @torch.no_grad()
+    def predict(self, split: Split) -> torch.Tensor:
+        """Raw outputs [N, T] in eval mode, in batches of trainer.eval_batch_size."""
+        self.model.eval()
+        size = int(self.config.eval_batch_size)
+        parts = [self.forward(split.rows(torch.arange(start, min(start + size, len(split)), device=self.device)))
+                 for start in range(0, len(split), size)]
+        return torch.cat(parts) if parts else torch.empty(0, len(self.behaviours), device=self.device)
+
+    def loss_on(self, split: Split) -> float:
+        """The SPEC §3 loss over a whole split (the early-stopping criterion)."""
+        outputs = self.predict(split)
+        elementwise = elementwise_loss(outputs, split.labels, self.kinds)
+        return float(multitask_loss(elementwise, split.mask, self.weights[split.group]))
+
+    def group_sums(self, elementwise: torch.Tensor, batch: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per (group, behaviour) sums and counts of a batch's losses over rows whose label exists: [G, T] each."""
+        masked = torch.where(batch.mask, elementwise.detach(), torch.zeros_like(elementwise))
+        sums = torch.zeros(len(self.groups), len(self.behaviours), dtype=torch.float64, device=self.device)
+        counts = torch.zeros_like(sums)
+        sums.index_add_(0, batch.group, masked.double())
+        counts.index_add_(0, batch.group, batch.mask.double())
+        return sums, counts
+
+    def history_rows(self, epoch: int, split: str, sums: torch.Tensor, counts: torch.Tensor) -> list[dict]:
+        means = (sums / counts.clamp(min=1)).cpu()
+        present = (counts > 0).cpu()
+        return [{"step": self.step, "epoch": epoch, "split": split, "group": group, "task": behaviour,
+                 "loss": float(means[g, t])}
+                for g, group in enumerate(self.groups) for t, behaviour in enumerate(self.behaviours)
+                if present[g, t]]
+
+    def test_history(self, epoch: int, test_rows: Split) -> list[dict]:
+        outputs = self.predict(test_rows)
+        elementwise = elementwise_loss(outputs, test_rows.labels, self.kinds)
+        self.model.train()
+        return self.history_rows(epoch, "test", *self.group_sums(elementwise, test_rows))
+
+    def raise_non_finite(self, elementwise: torch.Tensor, batch: Split, epoch: int) -> None:
+        """Name the step and the task whose loss is NaN or infinite."""
+        bad = batch.mask & ~torch.isfinite(elementwise)
+        if bad.any():
+            row, column = (int(i) for i in bad.nonzero()[0])
+            task = f"{self.behaviours[column]}_{self.groups[int(batch.group[row])]}"
+        else:
+            task = "unknown (the network produced a non-finite value outside the masked terms)"
+        raise RunError(f"non-finite loss at step {self.step} (epoch {epoch}), task {task}: lower trainer.lr "
+                       "or check the labels; no run directory was written")
+
+    def fit(self) -> FitResult:
+        train, config = self.splits["train"], self.config
+        world, rank = self.context.world, self.context.rank
+        batch_size = int(config.batch_size)
+        history_every = int(config.history_every or 0)
+        test_rows = self.history_test_rows()
+        best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+        sums = counts = None
+        samples, train_seconds, epoch, validation_losses = 0, 0.0, 0, []
+        with self.progress_bar(len(train) // batch_size * int(config.max_epochs)) as bar:
+            for epoch in range(1, int(config.max_epochs) + 1):
+                self.model.train()
+                started = time.perf_counter()
+                permutation = torch.randperm(len(train), generator=self.order).to(self.device)
+                for start in range(0, len(train), batch_size):
+                    index = permutation[start:start + batch_size]
+                    if len(index) < 2 * world:  # BatchNorm needs two rows per rank
+                        continue
+                    batch = train.rows(index[rank::world])
+                    elementwise = elementwise_loss(self.forward(batch), batch.labels, self.kinds)
+                    if config.nan_at_step is not None and self.step == int(config.nan_at_step):
+                        elementwise = inject_nan(elementwise, batch.mask)
+                    row_weights = self.weights[batch.group]
+                    loss = multitask_loss(elementwise, batch.mask, row_weights)
+                    # Scale to the global number of active terms so summed gradients equal the whole batch's.
+                    totals = self.context.sum(torch.tensor([float(batch.mask.sum()),
+                                                            float(not torch.isfinite(loss))], device=self.device))
+                    if totals[1] > 0:
+                        self.raise_non_finite(elementwise, batch, epoch)
+                    self.optimizer.zero_grad(set_to_none=True)
+                    (loss * (float(batch.mask.sum()) / max(float(totals[0]), 1.0))).backward()
+                    self.context.sum_gradients([p for p in self.model.parameters() if p.requires_grad])
+                    self.optimizer.step()
+                    self.step += 1
+                    samples += len(index)
+                    if history_every:
+                        batch_sums, batch_counts = self.group_sums(elementwise, batch)
+                        sums = batch_sums if sums is None else sums + batch_sums
+                        counts = batch_counts if counts is None else counts + batch_counts
+                        if self.step % history_every == 0:
+                            self.record_history(epoch, sums, counts, test_rows)
+                            sums = counts = None
+                    if bar is not None and self.step % 10 == 0:
+                        elapsed = train_seconds + time.perf_counter() - started
+                        bar.update(0, completed=self.step, description=f"epoch {epoch} loss {float(loss):.4f} "
+                                   f"{samples / max(elapsed, 1e-9):,.0f} samples/s")
+                train_seconds += time.perf_counter() - started
+                validation_loss = self.loss_on(self.splits["validation"])
+                validation_losses.append(validation_loss)
+                if validation_loss < best_loss - float(config.min_delta):
+                    best_loss, best_epoch, stale = validation_loss, epoch, 0
+                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                else:
+                    stale += 1
+                    if stale >= int(config.patience):
+                        break
+        if best_state is not None:
+            self.model.load_state_dict(best_state)
+        return FitResult(best_epoch, epoch, train_seconds, samples, validation_losses, self.history)
+
+    def record_history(self, epoch: int, sums: torch.Tensor, counts: torch.Tensor, test_rows: Split) -> None:
+        sums, counts = self.context.sum(sums), self.context.sum(counts)
+        self.history.extend(self.history_rows(epoch, "train", sums, counts))
+        self.history.extend(self.test_history(epoch, test_rows))
+
+    def history_test_rows(self) -> Split:
+        """The test rows scored at each history point: a fixed seeded subset when history_test_rows is set."""
+        test, limit = self.splits["test"], self.config.history_test_rows
+        if limit is None or int(limit) >= len(test):
+            return test
+        chosen = torch.randperm(len(test), generator=torch.Generator().manual_seed(0))[:int(limit)]
+        return test.rows(chosen.sort().values.to(self.device))
+
+    def progress_bar(self, total: int):
+        if not self.show_progress:
+            return contextlib.nullcontext()
+        progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),
+                            TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+        return _ProgressHandle(progress, total)
+
+
+class _ProgressHandle:
+    """A rich progress bar with one task, usable as a context manager that yields itself."""
+
+    def __init__(self, progress: Progress, total: int):
+        self.progress, self.total = progress, total
+
+    def __enter__(self):
+        self.progress.__enter__()
+        self.task = self.progress.add_task("training", total=max(self.total, 1))
+        return self
+
+    def update(self, _: int, **values) -> None:
+        self.progress.update(self.task, **values)
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+
+def inject_nan(elementwise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Testing knob (trainer.nan_at_step): NaN in the first active term, as a diverging task would give."""
+    poisoned = elementwise.clone()
+    row, column = (int(i) for i in mask.nonzero()[0])
+    poisoned[row, column] = float("nan")
+    return poisoned
+
+
+def make_optimizer(model: torch.nn.Module, trainer: DictConfig) -> torch.optim.Optimizer:
+    """Adam (default), AdamW or SGD over the trainable parameters, from the trainer config."""
+    choices = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    name = str(trainer.optimizer)
+    if name not in choices:
+        raise RunError(f"trainer.optimizer='{name}' is not one of {', '.join(choices)}")
+    return choices[name](model.parameters(), lr=float(trainer.lr), weight_decay=float(trainer.weight_decay))

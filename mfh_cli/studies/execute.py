@@ -1,0 +1,129 @@
+"""Run a study's planned runs (in-process, or in worker processes), skip finished ones, write runs.csv."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from mfh_cli.config import compose
+from mfh_cli.engine.run import train
+from mfh_cli.errors import MfhError, RunError
+from mfh_cli.studies.plan import PlannedRun, plan
+from mfh_cli.studies.spec import Study, load_study
+
+RUNS_COLUMNS = ["study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id"]
+
+
+@dataclass
+class StudyOutcome:
+    study: Study
+    dataset: str
+    directory: Path  # results/studies/<study>/<dataset>
+    runs: list[PlannedRun]
+
+
+def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overrides: Sequence[str] = (),
+           data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
+           force: bool = False) -> list[StudyOutcome]:
+    """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv."""
+    studies = [load_study(name) for name in names]
+    planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
+    unique = {run.run_id: run for runs in planned.values() for run in runs}
+    pending = [run for run in unique.values()
+               if force or not (results_dir / "runs" / run.run_id / "metrics.json").is_file()]
+    failures = execute(pending, jobs, data_dir, results_dir, quiet, force)
+    if failures:
+        lines = "; ".join(f"{run.variant} seed {run.seed} ({run.grid}): {message}" for run, message in failures)
+        raise MfhError(f"{len(failures)} run(s) failed, runs.csv not written (rerun to retry them): {lines}")
+    outcomes = []
+    for study in studies:
+        runs = planned[study.name]
+        directory = results_dir / "studies" / study.name / runs[0].dataset
+        write_study_files(study, runs, directory, results_dir, sorted({run.seed for run in runs}))
+        outcomes.append(StudyOutcome(study, runs[0].dataset, directory, runs))
+    return outcomes
+
+
+def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results_dir: Path, quiet: bool,
+            force: bool) -> list[tuple[PlannedRun, str]]:
+    """Train `pending` runs, `jobs` at a time with the cores split between them; returns the failures."""
+    failures: list[tuple[PlannedRun, str]] = []
+    if not pending:
+        return failures
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    with _progress(quiet) as progress:
+        task = progress.add_task("runs", total=len(pending)) if progress else None
+
+        def done(run: PlannedRun, error: str | None) -> None:
+            if error:
+                failures.append((run, error))
+            if progress:
+                progress.update(task, advance=1, description=f"{run.study}: {run.variant} seed {run.seed}")
+
+        if jobs <= 1:
+            for run in pending:
+                done(run, train_one(run.overrides, threads, data_dir, results_dir, force))
+        else:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+                futures = {pool.submit(train_one, run.overrides, threads, data_dir, results_dir, force): run
+                           for run in pending}
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+    return failures
+
+
+def train_one(overrides: Sequence[str], threads: int, data_dir: Path | None, results_dir: Path,
+              force: bool) -> str | None:
+    """Train one planned run (also the worker-process entry); returns the error message of a failed run."""
+    cfg = compose([*overrides, f"trainer.threads={threads}"])
+    try:
+        train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=True)
+    except RunError as error:
+        return str(error)
+    return None
+
+
+def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, results_dir: Path,
+                      seeds: list[int]) -> None:
+    """runs.csv (one row per variant, seed, split, group, task; the oracle as its own variant) + study.json."""
+    rows = []
+    for run in runs:
+        metrics = json.loads((results_dir / "runs" / run.run_id / "metrics.json").read_text())
+        rows.extend(metric_rows(run, run.variant, metrics["metrics"]))
+        if run.variant == study.reference and metrics.get("oracle"):
+            rows.extend(metric_rows(run, "oracle", metrics["oracle"]))
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_atomically(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
+    _write_atomically(directory / "study.json", json.dumps(study.describe(runs[0].dataset, seeds), indent=1))
+
+
+def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:
+    return [{"study": run.study, "variant": variant, "seed": run.seed, "dataset": run.dataset, "split": split,
+             "group": group, "task": behaviour, "metric": cell["metric"], "value": cell["value"],
+             "run_id": run.run_id}
+            for split in ("test", "validation") for group, cells in metrics[split].items()
+            for behaviour, cell in cells.items()]
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _progress(quiet: bool):
+    if quiet:
+        from contextlib import nullcontext
+
+        return nullcontext(None)
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True))

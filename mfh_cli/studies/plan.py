@@ -1,0 +1,45 @@
+"""Expand a study into runs: variants × task grids × seeds, each a composed config with its run id."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from mfh_cli.config import compose, config_hash
+from mfh_cli.studies.spec import Study
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One run of a study: which variant, grid and seed, the overrides that make it, and its run id."""
+
+    study: str
+    variant: str
+    grid: str
+    seed: int
+    overrides: tuple[str, ...]
+    run_id: str
+    dataset: str
+
+    def config(self) -> DictConfig:
+        return compose(self.overrides)
+
+
+def run_overrides(study: Study, variant: str, grid: str, seed: int, user: Sequence[str]) -> list[str]:
+    """Study-wide overrides, then the user's, then the variant's and the grid and seed (later ones win)."""
+    return [*study.overrides, *user, *study.variants[variant], f"tasks={grid}", f"seed={seed}"]
+
+
+def plan(study: Study, seeds: Sequence[int], user: Sequence[str] = ()) -> list[PlannedRun]:
+    """Every run of `study`, in a stable order (grid, seed, variant) so a sweep fills in seeds evenly."""
+    runs = []
+    for grid in study.tasks:
+        for seed in seeds:
+            for variant in study.variants:
+                overrides = tuple(run_overrides(study, variant, grid, seed, user))
+                cfg = compose(overrides)
+                runs.append(PlannedRun(study.name, variant, grid, seed, overrides, config_hash(cfg),
+                                       str(cfg.data.name)))
+    return runs
