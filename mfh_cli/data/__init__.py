@@ -1,14 +1,27 @@
-"""Data layer: the simulator, KuaiRand and your own log, all behind `load_dataset` → `Dataset`."""
+"""Data layer: the simulator, KuaiRand and your own log, all behind `load_dataset` → `Dataset`.
+
+Names are imported lazily so that torch-free commands (`mfh data download`, `mfh data validate`) start fast.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
-from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, SPLITS, Dataset, Schema
+    from mfh_cli.data.dataset import Dataset
 
 __all__ = ["BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema", "load_dataset"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema"):
+        from mfh_cli.data import dataset
+
+        return getattr(dataset, name)
+    raise AttributeError(f"module 'mfh_cli.data' has no attribute '{name}'")
 
 
 def load_dataset(cfg: DictConfig, data_dir: Path | None = None, cache_dir: Path | None = None,

@@ -1,0 +1,417 @@
+"""The built-in simulator (`data=synthetic`, SPEC §5 "Synthetic"): a seeded short-video feed whose task relations
+are known, so a model's sharing structure can be checked against the truth.
+
+Generative process. Sizes: U users, I items, K latent dimension, groups g ∈ {new, low, high}, behaviours
+b ∈ {cmpl, finish, skip, like, share, comment, follow}. Everything below is drawn once from `seed` (the world)
+except the rows, which are drawn block by block.
+
+World.
+  Users are split into groups by `group_user_shares`; each has an age (8 values) and a region (20 values).
+  Items have a tag (40 values), an author (one per 10 items), a standardised log duration dur_i ~ N(0, 1) and a
+  Zipf popularity w_i ∝ rank_i^-0.8 (pop_i = standardised log w_i).
+  Latent factors, with α = `attribute_share` (so the categorical attributes carry signal):
+      p_u = √(α/2)·A[age_u] + √(α/2)·A[region_u] + √(1−α)·e_u,   q_i = √(α/2)·C[tag_i] + √(α/2)·C[author_i] + √(1−α)·f_i
+  with every A, C, e, f row ~ N(0, I_K). Random K×K matrices R_b, N_g, P_bg have entries ~ N(0, 1/K), so each
+  bilinear term ⟨x, y⟩_M = pᵀ M q / √K below has variance 1.
+
+Row n (user u of group g, item i, context c_n ~ N(0, 1), features x_n = (dur_i, pop_i, c_n)):
+  shared behaviour score, the same for every group:
+      S_b = λ_b·√ω_b·⟨p_u, q_i⟩_I + √(1−ω_b)·⟨p_u, q_i⟩_{R_b} + φ_b·x_n
+  group deviation, the same for every behaviour of group g:
+      D_g = o_g + ⟨p_u, q_i⟩_{N_g}
+  task-specific term:
+      T_bg = ⟨p_u, q_i⟩_{P_bg}
+  logit:
+      a_b = β_b + s·S_b + d·λ_b·D_g + t·T_bg        (s, d, t = shared_strength, group_deviation, task_strength)
+  labels, with unobserved ε_n ~ N(0, noise²) shared by the row's behaviours and η_n ~ N(0, cmpl_noise²):
+      binary b:  y_b ~ Bernoulli(σ(a_b + λ_b·ε_n));     cmpl:  y = σ(a_cmpl + ε_n + η_n) ∈ (0, 1)
+  oracle (the true expectation given everything observable): E[y_b] = ∫ σ(a_b + v_b·z) φ(z) dz with v_b the
+  std of the row noise in that label, by Gauss–Hermite quadrature.
+λ_b is +1 except skip (−1): skip moves against finish and cmpl through the common interest, the group
+deviation and the row noise. ω_b (share of the common interest in S_b) is 0.8 for watch behaviours, 0.4 for
+interactive ones; φ_b weighs duration, popularity and context (constants below). The bias β_b is calibrated
+on a sample of rows so that the overall mean of y_b equals `positive_rates[b]`. A `missing_fraction` of rows
+has cmpl, finish and skip masked (as KuaiRand's duration 0).
+
+Which sharing the data rewards: the largest term, S_b, is shared by one behaviour across all groups; D_g is
+shared by all behaviours of one group; only the small T_bg is specific to a (behaviour, group) task. A model
+that shares along both facets (MFH: behaviour tree + group tree) matches this structure; `group_deviation=0`
+removes the group facet, `task_strength` sets how much per-task capacity can gain.
+
+Rows come in time order with no drift; the last `test_fraction` of rows is test, the `validation_fraction`
+before it validation. Chunking: the chunk size is a fixed constant (BLOCK_ROWS); block k's rows come from a
+generator seeded by (seed, k), the last block is drawn whole and truncated, so row n is the same for any
+`rows` > n (only its split depends on `rows`).
+
+Shape letters: N rows, R rows of one block, B behaviours, G groups, U users, I items, K latent dimension.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, Dataset, Schema
+from mfh_cli.errors import ConfigError
+
+CONFIG_FILE = "conf/data/synthetic.yaml"
+BLOCK_ROWS = 1 << 16  # fixed: results must not depend on how rows are chunked
+PROGRESS_MIN_ROWS = 2_000_000  # show progress from this size on (when not quiet)
+QUADRATURE_NODES = 20
+FEW_TEST_POSITIVES = 30  # below this many positives in a (group, behaviour) test cell, AUC is noisy: say so
+
+BEHAVIOUR_NAMES = list(BEHAVIOURS)
+WATCH_BEHAVIOURS = ("cmpl", "finish", "skip")  # masked together on missing-label rows
+BEHAVIOUR_SIGN = {"cmpl": 1.0, "finish": 1.0, "skip": -1.0, "like": 1.0, "share": 1.0, "comment": 1.0,
+                  "follow": 1.0}
+COMMON_INTEREST_SHARE = {"cmpl": 0.8, "finish": 0.8, "skip": 0.8, "like": 0.4, "share": 0.4, "comment": 0.4,
+                         "follow": 0.4}
+# φ_b: weights of (item_duration, item_popularity, context) in the shared score. Long videos are finished less.
+FEATURE_WEIGHTS = {"cmpl": (-0.5, 0.1, 0.3), "finish": (-0.8, 0.1, 0.3), "skip": (0.3, -0.1, -0.3),
+                   "like": (0.0, 0.3, 0.2), "share": (0.0, 0.3, 0.1), "comment": (0.0, 0.2, 0.1),
+                   "follow": (0.0, 0.1, 0.1)}
+USER_AGES, USER_REGIONS, ITEM_TAGS, ITEMS_PER_AUTHOR = 8, 20, 40, 10
+POPULARITY_EXPONENT = 0.8
+CATEGORICAL_FIELDS = ("user_id", "item_id", "user_group", "user_age", "user_region", "item_tag", "item_author")
+DENSE_FIELDS = ["item_duration", "item_popularity", "context"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated knobs of `conf/data/synthetic.yaml`."""
+
+    seed: int
+    rows: int
+    users: int
+    items: int
+    group_row_shares: tuple[float, ...]  # [G]
+    group_user_shares: tuple[float, ...]  # [G]
+    latent_dim: int
+    attribute_share: float
+    shared_strength: float
+    group_deviation: float
+    group_offsets: tuple[float, ...]  # [G]
+    task_strength: float
+    noise: float
+    cmpl_noise: float
+    positive_rates: tuple[float, ...]  # [B]
+    missing_fraction: float
+    validation_fraction: float
+    test_fraction: float
+
+
+@dataclass
+class World:
+    """Everything drawn once from the seed: users, items, their factors, and per-behaviour constants."""
+
+    user_id: torch.Tensor  # [U] int64, 1..U (internal user index is sorted by group)
+    user_group: torch.Tensor  # [U] int64
+    group_first_user: torch.Tensor  # [G] int64, first internal index of each group
+    group_users: torch.Tensor  # [G] int64, users per group
+    group_cdf: torch.Tensor  # [G] float32, cumulative row shares
+    user_attributes: torch.Tensor  # [U, 2] int64 (age, region), 1-based
+    user_projection: torch.Tensor  # [U, B, K] float32: (s·M_b + d·λ_b·N_g + t·P_bg)ᵀ p_u / √K with g = g(u)
+    item_factor: torch.Tensor  # [I, K] float32
+    item_attributes: torch.Tensor  # [I, 2] int64 (tag, author), 1-based
+    item_dense: torch.Tensor  # [I, 2] float32 (duration, popularity)
+    item_cdf: torch.Tensor  # [I] float32, cumulative popularity
+    feature_weights: torch.Tensor  # [3, B] float32, s·φ
+    group_shift: torch.Tensor  # [G, B] float32, d·λ_b·o_g
+    behaviour_sign: torch.Tensor  # [B] float32, λ
+    is_cmpl: torch.Tensor  # [B] bool
+    noise: float  # std of ε
+    cmpl_noise: float  # std of η
+    noise_scale: torch.Tensor  # [B] float32, std of the unobserved noise in each label's logit
+    bias: torch.Tensor  # [B] float32, β (calibrated)
+    authors: int
+
+
+def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
+    """Simulate `data_cfg.rows` rows of the feed described in the module docstring (deterministic in its seed)."""
+    settings = read_settings(data_cfg)
+    world = build_world(settings)
+    rows = settings.rows
+    behaviours = len(BEHAVIOUR_NAMES)
+    output = Dataset(
+        schema=Schema(categorical={}, dense=[], behaviours={}, groups=[]),  # completed below
+        categorical=torch.empty(rows, len(CATEGORICAL_FIELDS), dtype=torch.int64),
+        dense=torch.empty(rows, len(DENSE_FIELDS), dtype=torch.float32),
+        labels=torch.empty(rows, behaviours, dtype=torch.float32),
+        label_mask=torch.empty(rows, behaviours, dtype=torch.bool),
+        group=torch.empty(rows, dtype=torch.int64),
+        split=torch.empty(rows, dtype=torch.int64),
+        user=torch.empty(rows, dtype=torch.int64),
+        oracle=torch.empty(rows, behaviours, dtype=torch.float32),
+    )
+    test_start = rows - round(rows * settings.test_fraction)
+    validation_start = test_start - round(rows * settings.validation_fraction)
+    blocks = math.ceil(rows / BLOCK_ROWS)
+    with _progress(blocks, show=not quiet and rows >= PROGRESS_MIN_ROWS) as advance:
+        for block in range(blocks):
+            start, end = block * BLOCK_ROWS, min((block + 1) * BLOCK_ROWS, rows)
+            _write_block(world, settings, _generator(settings.seed, 1, block), output, start, end)
+            row_index = torch.arange(start, end)
+            output.split[start:end] = (row_index >= validation_start).long() + (row_index >= test_start).long()
+            advance()
+    vocabulary = [settings.users + 1, settings.items + 1, len(GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
+                  ITEM_TAGS + 1, world.authors + 1]
+    output.schema = Schema(categorical=dict(zip(CATEGORICAL_FIELDS, vocabulary)), dense=list(DENSE_FIELDS),
+                           behaviours=dict(BEHAVIOURS), groups=list(GROUPS), name="synthetic",
+                           notes=_sparse_test_notes(output))
+    output.check()
+    return output
+
+
+def read_settings(data_cfg: DictConfig) -> Settings:
+    """Check every knob of the data config; a bad one raises one ConfigError line naming the key and the rule."""
+
+    def value(key: str):
+        if data_cfg.get(key) is None:
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} is missing")
+        return data_cfg[key]
+
+    def number(key: str, low: float, high: float = math.inf, integer: bool = False) -> float:
+        raw = value(key)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (integer and not isinstance(raw, int)):
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} must be {'an integer' if integer else 'a number'} "
+                              f"(got {raw!r})")
+        if not low <= raw <= high:
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} must lie in [{low}, {high}] (got {raw})")
+        return raw
+
+    def per_name(key: str, names: list[str], low: float, high: float, total: float | None = None
+                 ) -> tuple[float, ...]:
+        raw = value(key)
+        if not isinstance(raw, DictConfig) or set(raw.keys()) != set(names):
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} must map exactly {', '.join(names)} to numbers")
+        values = tuple(float(raw[name]) for name in names)
+        if any(not low <= item <= high for item in values):
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} values must lie in [{low}, {high}] (got {dict(raw)})")
+        if total is not None and abs(sum(values) - total) > 1e-6:
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} must sum to {total} (got {sum(values):.6g})")
+        return values
+
+    groups = list(GROUPS)
+    settings = Settings(
+        seed=int(number("seed", 0, integer=True)), rows=int(number("rows", 1, integer=True)),
+        users=int(number("users", len(groups), integer=True)), items=int(number("items", 1, integer=True)),
+        group_row_shares=per_name("group_row_shares", groups, 0.0, 1.0, total=1.0),
+        group_user_shares=per_name("group_user_shares", groups, 0.0, 1.0, total=1.0),
+        latent_dim=int(number("latent_dim", 1, integer=True)), attribute_share=number("attribute_share", 0, 1),
+        shared_strength=number("shared_strength", 0), group_deviation=number("group_deviation", 0),
+        group_offsets=per_name("group_offsets", groups, -math.inf, math.inf),
+        task_strength=number("task_strength", 0), noise=number("noise", 0), cmpl_noise=number("cmpl_noise", 0),
+        positive_rates=per_name("positive_rates", BEHAVIOUR_NAMES, 1e-6, 1 - 1e-6),
+        missing_fraction=number("missing_fraction", 0, 1),
+        validation_fraction=number("validation_fraction", 0, 1), test_fraction=number("test_fraction", 0, 1),
+    )
+    if settings.validation_fraction + settings.test_fraction >= 1:
+        raise ConfigError(f"{CONFIG_FILE}: data.validation_fraction + data.test_fraction must be below 1")
+    if min(_largest_remainder(settings.users, settings.group_user_shares)) < 1:
+        raise ConfigError(f"{CONFIG_FILE}: data.users ({settings.users}) leaves a group with no user under "
+                          f"data.group_user_shares")
+    return settings
+
+
+def build_world(settings: Settings) -> World:
+    """Draw users, items, latent factors and the term matrices from the seed, then calibrate the biases."""
+    generator = _generator(settings.seed, 0)
+    behaviours, groups, latent = len(BEHAVIOUR_NAMES), len(GROUPS), settings.latent_dim
+
+    def normal(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=generator)
+
+    def categories(count: int, values: int) -> torch.Tensor:
+        return torch.randint(1, values + 1, (count,), generator=generator)
+
+    group_users = torch.tensor(_largest_remainder(settings.users, settings.group_user_shares))
+    user_group = torch.repeat_interleave(torch.arange(groups), group_users)
+    user_id = torch.randperm(settings.users, generator=generator) + 1
+    user_attributes = torch.stack([categories(settings.users, USER_AGES),
+                                   categories(settings.users, USER_REGIONS)], dim=1)
+    authors = max(1, settings.items // ITEMS_PER_AUTHOR)
+    item_attributes = torch.stack([categories(settings.items, ITEM_TAGS), categories(settings.items, authors)],
+                                  dim=1)
+    attribute_weight, own_weight = math.sqrt(settings.attribute_share / 2), math.sqrt(1 - settings.attribute_share)
+    user_factor = (attribute_weight * normal(USER_AGES + 1, latent)[user_attributes[:, 0]]
+                   + attribute_weight * normal(USER_REGIONS + 1, latent)[user_attributes[:, 1]]
+                   + own_weight * normal(settings.users, latent))  # [U, K]
+    item_factor = (attribute_weight * normal(ITEM_TAGS + 1, latent)[item_attributes[:, 0]]
+                   + attribute_weight * normal(authors + 1, latent)[item_attributes[:, 1]]
+                   + own_weight * normal(settings.items, latent))  # [I, K]
+
+    duration = normal(settings.items)
+    popularity = (torch.randperm(settings.items, generator=generator) + 1.0) ** -POPULARITY_EXPONENT
+    log_popularity = popularity.log()
+    item_dense = torch.stack([duration, (log_popularity - log_popularity.mean())
+                              / log_popularity.std().clamp_min(1e-6)], dim=1)
+    item_cdf = (popularity.double().cumsum(0) / popularity.double().sum()).float()
+
+    sign = torch.tensor([BEHAVIOUR_SIGN[name] for name in BEHAVIOUR_NAMES])
+    common_share = torch.tensor([COMMON_INTEREST_SHARE[name] for name in BEHAVIOUR_NAMES])
+    behaviour_taste = normal(behaviours, latent, latent) / math.sqrt(latent)  # R_b
+    group_matrix = normal(groups, latent, latent) / math.sqrt(latent)  # N_g
+    task_matrix = normal(behaviours, groups, latent, latent) / math.sqrt(latent)  # P_bg
+    shared_matrix = ((sign * common_share.sqrt())[:, None, None] * torch.eye(latent)
+                     + (1 - common_share).sqrt()[:, None, None] * behaviour_taste)  # M_b [B, K, K]
+    term_matrix = (settings.shared_strength * shared_matrix[:, None]
+                   + settings.group_deviation * sign[:, None, None, None] * group_matrix[None]
+                   + settings.task_strength * task_matrix) / math.sqrt(latent)  # [B, G, K, K]
+    user_projection = torch.cat([torch.einsum("uk,bkj->ubj", factor, term_matrix[:, group])
+                                 for group, factor in enumerate(user_factor.split(group_users.tolist()))])
+
+    cmpl_index = BEHAVIOUR_NAMES.index("cmpl")
+    noise_scale = torch.full((behaviours,), settings.noise)
+    noise_scale[cmpl_index] = math.hypot(settings.noise, settings.cmpl_noise)
+    world = World(
+        user_id=user_id, user_group=user_group,
+        group_first_user=torch.cumsum(group_users, 0) - group_users, group_users=group_users,
+        group_cdf=torch.tensor(np.cumsum(settings.group_row_shares), dtype=torch.float32),
+        user_attributes=user_attributes, user_projection=user_projection, item_factor=item_factor,
+        item_attributes=item_attributes, item_dense=item_dense, item_cdf=item_cdf,
+        feature_weights=settings.shared_strength * torch.tensor([FEATURE_WEIGHTS[n] for n in BEHAVIOUR_NAMES]).T,
+        group_shift=settings.group_deviation * torch.tensor(settings.group_offsets)[:, None] * sign[None],
+        behaviour_sign=sign, is_cmpl=torch.arange(behaviours) == cmpl_index, noise=settings.noise,
+        cmpl_noise=settings.cmpl_noise, noise_scale=noise_scale,
+        bias=torch.zeros(behaviours), authors=authors,
+    )
+    world.bias = _calibrated_bias(world, settings)
+    return world
+
+
+@dataclass
+class _Rows:
+    """One block's random draws and the rows' expected logits."""
+
+    group: torch.Tensor  # [R] int64
+    user: torch.Tensor  # [R] int64, internal user index
+    item: torch.Tensor  # [R] int64, 0-based
+    context: torch.Tensor  # [R] float32
+    logit: torch.Tensor  # [R, B] a_b (noise-free)
+    realised_logit: torch.Tensor  # [R, B] a_b plus the row's unobserved noise
+    label_uniform: torch.Tensor  # [R, B]
+    missing_uniform: torch.Tensor  # [R]
+
+
+def _draw_rows(world: World, generator: torch.Generator) -> _Rows:
+    """Draw one whole block of BLOCK_ROWS rows (always whole, so a block's rows never depend on its length)."""
+    behaviours = len(BEHAVIOUR_NAMES)
+    uniform = torch.rand(BLOCK_ROWS, 4 + behaviours, generator=generator)
+    gaussian = torch.randn(BLOCK_ROWS, 3, generator=generator)
+    group = torch.searchsorted(world.group_cdf, uniform[:, 0].contiguous(), right=True).clamp_(max=len(GROUPS) - 1)
+    users = world.group_users[group]
+    user = world.group_first_user[group] + torch.minimum((uniform[:, 1] * users).long(), users - 1)
+    item = torch.searchsorted(world.item_cdf, uniform[:, 2].contiguous(), right=True).clamp_(
+        max=world.item_cdf.shape[0] - 1)
+    context = gaussian[:, 0]
+    features = torch.cat([world.item_dense.index_select(0, item), context[:, None]], dim=1)  # [R, 3]
+    interaction = (world.user_projection.index_select(0, user)
+                   * world.item_factor.index_select(0, item)[:, None, :]).sum(-1)  # [R, B]
+    logit = world.bias + interaction + features @ world.feature_weights + world.group_shift.index_select(0, group)
+    # ε_n enters every behaviour of the row (signed by λ_b); η_n only the watch ratio.
+    realised_logit = (logit + world.behaviour_sign * (world.noise * gaussian[:, 1:2])
+                      + world.is_cmpl * (world.cmpl_noise * gaussian[:, 2:3]))
+    return _Rows(group=group, user=user, item=item, context=context, logit=logit, realised_logit=realised_logit,
+                 label_uniform=uniform[:, 4:], missing_uniform=uniform[:, 3])
+
+
+def _write_block(world: World, settings: Settings, generator: torch.Generator, output: Dataset, start: int,
+                 end: int) -> None:
+    """Draw one block and write its first `end - start` rows into the preallocated output tensors."""
+    count = end - start
+    rows = _draw_rows(world, generator)
+    user, item = rows.user[:count], rows.item[:count]
+    probability = torch.sigmoid(rows.realised_logit[:count])
+    labels = torch.where(world.is_cmpl, probability, (rows.label_uniform[:count] < probability).float())
+    watch_columns = torch.tensor([name in WATCH_BEHAVIOURS for name in BEHAVIOUR_NAMES])
+    missing = rows.missing_uniform[:count, None] < settings.missing_fraction
+    present = ~(missing & watch_columns)
+    output.labels[start:end] = labels * present
+    output.label_mask[start:end] = present
+    output.oracle[start:end] = expected_label(rows.logit[:count], world.noise_scale)
+    user_id = world.user_id.index_select(0, user)
+    output.group[start:end] = rows.group[:count]
+    output.user[start:end] = user_id
+    output.categorical[start:end] = torch.cat([user_id[:, None], item[:, None] + 1, rows.group[:count, None] + 1,
+                                               world.user_attributes.index_select(0, user),
+                                               world.item_attributes.index_select(0, item)], dim=1)
+    output.dense[start:end] = torch.cat([world.item_dense.index_select(0, item), rows.context[:count, None]], dim=1)
+
+
+def expected_label(logit: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
+    """E[σ(logit + v·z)], z ~ N(0, 1), per column with std v = noise_scale[column] (Gauss–Hermite quadrature)."""
+    nodes, weights = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)
+    expected = torch.zeros_like(logit)
+    for node, weight in zip(nodes, weights):  # a loop over quadrature nodes, not rows: memory stays one block
+        expected += (weight / math.sqrt(math.pi)) * torch.sigmoid(logit + noise_scale * (math.sqrt(2) * node))
+    return expected
+
+
+def _calibrated_bias(world: World, settings: Settings) -> torch.Tensor:
+    """β_b such that the mean of σ(β_b + rest of the realised logit) over a sample block equals the target rate.
+
+    The sample is one block from its own stream (seed, 2) drawn with β = 0; the unobserved noise is sampled, so
+    the mean estimates the overall label rate. Bisection, all behaviours at once.
+    """
+    rest = _draw_rows(world, _generator(settings.seed, 2)).realised_logit  # [R, B] with bias 0
+    target = torch.tensor(settings.positive_rates)
+    low, high = torch.full_like(target, -40.0), torch.full_like(target, 40.0)
+    for _ in range(30):  # bracket width 80 / 2^30: far below float32 resolution of a logit
+        middle = (low + high) / 2
+        too_high = torch.sigmoid(rest + middle).mean(0) > target
+        high, low = torch.where(too_high, middle, high), torch.where(too_high, low, middle)
+    return (low + high) / 2
+
+
+def _sparse_test_notes(dataset: Dataset) -> list[str]:
+    """A note naming the (behaviour, group) test cells with too few positives for a stable AUC."""
+    test = dataset.split == 2
+    positives = torch.zeros(len(GROUPS), len(BEHAVIOUR_NAMES)).index_add_(
+        0, dataset.group[test], dataset.labels[test] * dataset.label_mask[test])
+    sparse = [f"{behaviour}/{group} {int(positives[g, b])}" for b, behaviour in enumerate(BEHAVIOUR_NAMES)
+              if BEHAVIOURS[behaviour] == "binary" for g, group in enumerate(GROUPS)
+              if positives[g, b] < FEW_TEST_POSITIVES]
+    if not sparse:
+        return []
+    return [f"few test positives (AUC noisy; raise data.rows): {', '.join(sparse)}"]
+
+
+def _largest_remainder(total: int, shares: tuple[float, ...]) -> list[int]:
+    """Split `total` into integer parts proportional to `shares` that sum to `total`."""
+    exact = np.asarray(shares) * total
+    parts = np.floor(exact).astype(int)
+    parts[np.argsort(-(exact - parts), kind="stable")[: total - parts.sum()]] += 1
+    return parts.tolist()
+
+
+def _generator(seed: int, *stream: int) -> torch.Generator:
+    """A torch generator for one named random stream of `seed` (0 world, 1 rows by block, 2 calibration)."""
+    state = np.random.SeedSequence((seed, *stream)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+class _progress:
+    """Context manager yielding an `advance()` callable: a rich progress bar on stderr when `show`, else nothing."""
+
+    def __init__(self, blocks: int, show: bool):
+        self.blocks, self.show, self.bar = blocks, show, None
+
+    def __enter__(self):
+        if not self.show:
+            return lambda: None
+        from rich.console import Console
+        from rich.progress import Progress
+
+        self.bar = Progress(console=Console(stderr=True), transient=True)
+        self.bar.start()
+        task = self.bar.add_task("simulating rows", total=self.blocks)
+        return lambda: self.bar.advance(task)
+
+    def __exit__(self, *exc_info) -> None:
+        if self.bar is not None:
+            self.bar.stop()

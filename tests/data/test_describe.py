@@ -1,0 +1,63 @@
+"""`describe_frame` on a hand-built dataset, sparsity notes, and `mfh data describe kuairand` on the real slice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mfh_cli.data.dataset import Dataset, Schema
+from mfh_cli.data.describe import describe_frame, label_sparsity_notes
+
+
+@pytest.fixture
+def hand() -> Dataset:
+    """Seven rows over three groups; cmpl masked on row 4. Expected figures below are worked out by hand."""
+    cmpl = [0.2, 0.4, 1.0, 0.5, 0.0, 0.0, 0.9]
+    like = [1, 0, 0, 1, 1, 0, 0]
+    label_mask = torch.ones(7, 2, dtype=torch.bool)
+    label_mask[4, 0] = False
+    schema = Schema(categorical={"user_id": 6}, dense=[], behaviours={"cmpl": "regression", "like": "binary"},
+                    groups=["new", "low", "high"])
+    return Dataset(schema, categorical=torch.zeros(7, 1, dtype=torch.int64), dense=torch.zeros(7, 0),
+                   labels=torch.tensor([cmpl, like], dtype=torch.float32).T.contiguous(), label_mask=label_mask,
+                   group=torch.tensor([0, 0, 1, 2, 2, 2, 2]), split=torch.tensor([0, 2, 0, 0, 1, 2, 2]),
+                   user=torch.tensor([1, 1, 2, 3, 3, 4, 5]))
+
+
+def test_describe_frame_counts_rates_and_masks(hand: Dataset):
+    frame = describe_frame(hand).set_index("group")
+    assert list(frame.index) == ["new", "low", "high", "all"]
+    assert list(frame.columns) == ["rows_train", "rows_validation", "rows_test", "rows", "users", "cmpl_mean",
+                                   "like_rate", "cmpl_masked"]  # like has no masked row: no like_masked column
+    assert frame["rows_train"].tolist() == [1, 1, 1, 3]
+    assert frame["rows_validation"].tolist() == [0, 0, 1, 1]
+    assert frame["rows_test"].tolist() == [1, 0, 2, 3]
+    assert frame["rows"].tolist() == [2, 1, 4, 7]
+    assert frame["users"].tolist() == [1, 1, 3, 5]
+    assert frame["cmpl_mean"].tolist() == pytest.approx([0.3, 1.0, 1.4 / 3, 3.0 / 6])  # masked row left out
+    assert frame["like_rate"].tolist() == pytest.approx([0.5, 0.0, 0.5, 3 / 7])
+    assert frame["cmpl_masked"].tolist() == [0, 0, 1, 1]
+
+
+def test_sparsity_notes_name_the_sparse_groups_of_binary_behaviours(hand: Dataset):
+    (note,) = label_sparsity_notes(hand, threshold=2)  # cmpl is a regression: never noted
+    assert note.startswith("like has 3 positives in all")
+    assert "1 among new users (0 in test)" in note and "0 among low users (0 in test)" in note
+    assert "high" not in note  # two positives: not below the threshold
+    assert label_sparsity_notes(hand, threshold=0) == []
+
+
+@pytest.mark.slow
+def test_cli_describe_kuairand_json_shows_slice_counts(run_mfh, kuairand_dir: Path, tmp_path: Path):
+    result = run_mfh("data", "describe", "kuairand", "--data-dir", str(kuairand_dir), "--format", "json",
+                     check=True)
+    rows = {record["group"]: record for record in json.loads(result.stdout)}
+    assert [rows[group]["rows"] for group in ("new", "low", "high", "all")] == [8_695, 25_430, 194_204, 228_329]
+    assert rows["new"]["users"] == 765
+    assert [rows["all"][f"rows_{split}"] for split in ("train", "validation", "test")] == [171_671, 27_224, 29_434]
+    assert rows["all"]["cmpl_masked"] == 3_568
+    assert "note: share has 195 positives in all, 8 among new users" in result.stderr
+    assert list((tmp_path / "results" / "cache").glob("kuairand-*.pt"))  # the run left its cache behind
