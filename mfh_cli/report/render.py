@@ -1,12 +1,16 @@
-"""Render one tidy frame to the terminal (rich), CSV, JSON, Markdown or LaTeX."""
+"""Render one tidy frame to the terminal (rich), CSV or JSON (`emit`), and a study's tidy table in the paper's
+layout to the terminal, Markdown or LaTeX (`study_*`)."""
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
@@ -44,3 +48,136 @@ def emit(frame: pd.DataFrame, fmt: str, title: str | None = None, notes: list[st
         return
     for note in notes or []:
         print(f"note: {note}", file=sys.stderr)
+
+
+# --- Study tables in the paper's layout: a block per user group, a row per variant, a column per task metric. ---
+# Every format is rendered from the one tidy table of `aggregate.summarise`; a change always carries its sign
+# (colour, in the terminal only, repeats the direction; it is never the only carrier of information).
+
+SIGNIFICANT_MARK = "*"
+DIRECTION_STYLES = {True: "green", False: "red"}
+
+
+@dataclass(frozen=True)
+class StudyCell:
+    """One task cell of one variant row, as text: our value, our change, and the paper's value and change."""
+
+    value: str
+    change: str
+    better: bool | None
+    paper: str
+
+
+def study_layout(tidy: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, list[StudyCell]]]]:
+    """The task column labels ('cmpl MSE', ...) and one (group, variant, cells) row per group × variant."""
+    tasks = list(dict.fromkeys(zip(tidy["task"], tidy["metric"])))
+    labels = [f"{task} {metric.upper()}" for task, metric in tasks]
+    rows = []
+    for (group, variant), block in tidy.groupby(["group", "variant"], sort=False):
+        by_task = {(row.task, row.metric): row for row in block.itertuples(index=False)}
+        rows.append((group, variant, [_study_cell(by_task.get(task)) for task in tasks]))
+    return labels, rows
+
+
+def _study_cell(row) -> StudyCell:
+    if row is None:
+        return StudyCell("no result", "", None, "")
+    if row.n_seeds == 0:
+        value = f"n/a: {row.reason}"
+    elif np.isnan(row.ci_low):
+        value = f"{row.mean:.4f}"
+    else:
+        value = f"{row.mean:.4f} ± {(row.ci_high - row.ci_low) / 2:.4f}"
+    if np.isnan(row.relative_change):
+        change = ""
+    else:  # an exact tie has no sign to print; anything else always shows its sign
+        change = "0.00%" if row.relative_change == 0 else f"{row.relative_change:+.2f}%"
+    if change and row.significant:
+        change += SIGNIFICANT_MARK
+    better = None if pd.isna(row.better) else bool(row.better)
+    paper = "" if np.isnan(row.paper_value) else f"{row.paper_value:.4f}"
+    if paper and not np.isnan(row.paper_change):
+        paper += f" ({row.paper_change:+.2f}%)"
+    return StudyCell(value, change, better, paper)
+
+
+def _header(labels: list[str], paper: bool) -> list[str]:
+    return [name for label in labels for name in ([label, f"{label} paper"] if paper else [label])]
+
+
+def _joined(cell: StudyCell) -> str:
+    return f"{cell.value} ({cell.change})" if cell.change else cell.value
+
+
+def _cells(cell: StudyCell, paper: bool) -> list[str]:
+    return [_joined(cell), cell.paper] if paper else [_joined(cell)]
+
+
+def study_rich_table(tidy: pd.DataFrame, title: str, paper: bool) -> Table:
+    """The terminal rendering: group on its block's first row, changes coloured by direction for the metric."""
+    labels, rows = study_layout(tidy)
+    table = Table(title=title, show_lines=False)
+    table.add_column("group")
+    table.add_column("variant")
+    for name in _header(labels, paper):
+        table.add_column(name, justify="right", style="dim" if name.endswith(" paper") else None)
+    for position, (group, variant, cells) in enumerate(rows):
+        first_of_block = position == 0 or rows[position - 1][0] != group
+        last_of_block = position == len(rows) - 1 or rows[position + 1][0] != group
+        rendered = []
+        for cell in cells:
+            text = Text(cell.value)
+            if cell.change:
+                text.append(" ")
+                text.append(cell.change, style=DIRECTION_STYLES.get(cell.better))
+            rendered += [text, cell.paper] if paper else [text]
+        table.add_row(group if first_of_block else "", variant, *rendered, end_section=last_of_block)
+    return table
+
+
+def study_markdown(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -> str:
+    """A Markdown heading, one table row per group × variant, and the notes as a list."""
+    labels, rows = study_layout(tidy)
+    header = ["group", "variant", *_header(labels, paper)]
+    lines = [f"### {title}", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
+    for group, variant, cells in rows:
+        lines.append(_markdown_row([group, variant, *(text for cell in cells for text in _cells(cell, paper))]))
+    lines += [""] + [f"- {note}" for note in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_row(texts: list[str]) -> str:
+    escaped = (text.replace("|", "\\|").replace("*", "\\*") for text in texts)
+    return "| " + " | ".join(escaped) + " |"
+
+
+LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "−": "-", "×": r"$\times$", "≈": r"$\approx$", "§": r"\S{}",
+                  "<": r"$<$", ">": r"$>$",
+                  SIGNIFICANT_MARK: r"$^{*}$"}
+
+
+def latex_escape(text: str) -> str:
+    """Text safe inside a LaTeX tabular."""
+    return "".join(LATEX_SPECIALS.get(character, character) for character in text)
+
+
+def study_latex(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -> str:
+    """A booktabs table like the paper's: a header row per user group, a row per variant, notes below."""
+    labels, rows = study_layout(tidy)
+    header = ["variant", *_header(labels, paper)]
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}",
+             r"\begin{tabular}{l" + "r" * (len(header) - 1) + "}", r"\toprule",
+             " & ".join(latex_escape(name) for name in header) + r" \\"]
+    previous_group = None
+    for group, variant, cells in rows:
+        if group != previous_group:
+            lines += [r"\midrule", rf"\multicolumn{{{len(header)}}}{{l}}{{\textit{{{latex_escape(group)}}}}} \\"]
+            previous_group = group
+        texts = [variant, *(text for cell in cells for text in _cells(cell, paper))]
+        lines.append(" & ".join(latex_escape(text) for text in texts) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\par\footnotesize " + latex_escape(note) for note in notes]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"

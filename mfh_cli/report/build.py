@@ -1,0 +1,110 @@
+"""`mfh report`: every study's tidy table (mean ± 95% interval, change, paired test, the paper beside ours)
+written to results/tables and printed, and the overfitting figure. Reads result files only; never imports torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from mfh_cli.errors import ConfigError
+from mfh_cli.report.aggregate import SIGNIFICANCE, summarise
+from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
+from mfh_cli.report.figures import overfitting_series, ratio_line, write_overfitting_figure
+from mfh_cli.report.files import write_text_atomically
+from mfh_cli.report.paper import agreement_line, attach_paper
+from mfh_cli.report.render import study_latex, study_markdown, study_rich_table
+
+FORMATS = ("table", "csv", "markdown", "latex")
+
+
+@dataclass
+class ReportSummary:
+    """What a report produced: one paper-agreement line per table compared with the paper, and the files written."""
+
+    agreement: list[str] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+
+def run_report(results_dir: Path, study: str | None = None, dataset: str | None = None, fmt: str = "table",
+               paper: bool = True, console: Console | None = None) -> ReportSummary:
+    """Report every study (or `study`) on every dataset found (or `dataset`): write
+    results/tables/<study>[_<dataset>].{csv,md,tex} (the dataset suffix only when the study has several) and,
+    for a study with a focus, results/figures/<study>[_<dataset>].{png,csv}; print the tables in `fmt`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown report format '{fmt}': choose one of {', '.join(FORMATS)}")
+    results_dir = Path(results_dir)
+    console = console or Console(width=max(Console().width, 140))
+    side_console = console if fmt == "table" else Console(stderr=True)  # keeps csv/markdown/latex stdout clean
+    studies = find_studies(results_dir, study, dataset)
+    summary = ReportSummary()
+    for found in studies:
+        several_datasets = len(datasets_of(results_dir, found.name)) > 1
+        stem = f"{found.name}_{found.dataset}" if several_datasets else found.name
+        tidy = summarise(found)
+        title = _title(found)
+        agreement = None
+        beside_paper = paper and found.paper_table is not None  # sota and overfitting have no paper numbers
+        if beside_paper:
+            tidy = attach_paper(tidy, found.paper_table)
+            agreement = agreement_line(tidy, title)
+            summary.agreement.append(agreement)
+        notes = table_notes(found, tidy, beside_paper) + ([agreement] if agreement else [])
+        texts = {"md": study_markdown(tidy, title, beside_paper, notes),
+                 "tex": study_latex(tidy, title, beside_paper, notes)}
+        summary.files.append(_write_csv(tidy, results_dir / "tables" / f"{stem}.csv"))
+        summary.files += [write_text_atomically(results_dir / "tables" / f"{stem}.{suffix}", text)
+                          for suffix, text in texts.items()]
+        if fmt == "table":
+            console.print(study_rich_table(tidy, title, beside_paper))
+        elif fmt == "csv":
+            console.out(tidy.to_csv(index=False), end="", highlight=False)
+        else:  # markdown and LaTeX carry their notes inside the rendered text
+            console.out(texts["md" if fmt == "markdown" else "tex"], highlight=False)
+        for note in notes if fmt in ("table", "csv") else []:
+            side_console.print(f"note: {note}", markup=False, highlight=False)
+        if found.focus:
+            summary.files += _overfitting_figure(found, results_dir, stem, side_console)
+    return summary
+
+
+def _title(study: StudyResults) -> str:
+    return f"{study.title} ({study.dataset})"
+
+
+def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> list[str]:
+    """The footnotes of a study table: how to read it, what could not be computed, what the paper columns are."""
+    seeds = study.runs["seed"].nunique()
+    notes = [f"value = mean over seeds ± half-width of the 95% t interval; change = (variant − "
+             f"{study.reference}) / {study.reference} × 100 (SPEC §4), lower MSE and higher AUC are better; "
+             f"* = paired t-test over seeds (scipy ttest_rel) p < {SIGNIFICANCE}"]
+    if study.info.get("note"):
+        notes.append(str(study.info["note"]))
+    if seeds < 2:
+        notes.append("one seed only: no interval and no paired test (run more seeds for error bars)")
+    if ORACLE in set(tidy["variant"]):
+        notes.append("oracle = the simulator's true expectations, an upper bound; its change is not tested")
+    # Cells with no value at all say why in the cell itself; partly missing ones are explained here.
+    missing = tidy[(tidy["reason"] != "") & (tidy["n_seeds"] > 0)]
+    notes += [f"{row.group}/{row.variant}/{row.task}: {row.reason}" for row in missing.itertuples(index=False)]
+    if beside_paper:
+        notes.append(f"paper = the value and change printed in the paper's appendix Table {study.paper_table} "
+                     f"(arXiv 2110.13365, Tencent data): compare directions, not values")
+    return notes
+
+
+def _write_csv(tidy: pd.DataFrame, path: Path) -> Path:
+    return write_text_atomically(path, tidy.to_csv(index=False))
+
+
+def _overfitting_figure(study: StudyResults, results_dir: Path, stem: str, console: Console) -> list[Path]:
+    """Write the Figure-1 PNG and its series CSV and print the ratio line."""
+    series = overfitting_series(study, results_dir)
+    focus = study.focus
+    figures = results_dir / "figures"
+    png = write_overfitting_figure(series, figures / f"{stem}.png",
+                                   f"{study.title}: {focus['task']}, {focus['group']} users ({study.dataset})")
+    console.print(ratio_line(series, focus["task"], focus["group"]), markup=False, highlight=False)
+    return [png, _write_csv(series, figures / f"{stem}.csv")]

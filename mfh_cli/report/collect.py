@@ -1,0 +1,198 @@
+"""Result files → tidy frames: a study's runs.csv and study.json, and a run's history.csv (ARCHITECTURE "Study
+results"). Reads files only; never imports torch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from mfh_cli.errors import DataError
+
+RUNS_COLUMNS = ("study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id")
+HISTORY_COLUMNS = ("step", "epoch", "split", "group", "task", "loss")
+STUDY_KEYS = ("study", "title", "paper_table", "tasks", "reference", "variants", "seeds", "dataset")
+METRICS = ("mse", "auc")
+ORACLE = "oracle"  # the simulator's oracle upper bound: always the last row, never tested
+REPORTED_SPLIT = "test"  # SPEC §4: tables are computed on the test split
+NOT_COMPUTABLE = "not computable"
+
+
+@dataclass(frozen=True)
+class StudyResults:
+    """One study on one dataset: its study.json and its test-split cells (one row per variant, seed, group, task)."""
+
+    info: dict
+    runs: pd.DataFrame  # RUNS_COLUMNS (test split only) + `reason` (why `value` is NaN, else empty)
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        return str(self.info["study"])
+
+    @property
+    def dataset(self) -> str:
+        return str(self.info["dataset"])
+
+    @property
+    def reference(self) -> str:
+        return str(self.info["reference"])
+
+    @property
+    def title(self) -> str:
+        return str(self.info.get("title") or self.name)
+
+    @property
+    def paper_table(self) -> int | None:
+        return self.info.get("paper_table")
+
+    @property
+    def focus(self) -> dict | None:
+        return self.info.get("focus")
+
+    @property
+    def variants(self) -> list[str]:
+        """Row order: the reference, the other variants as study.json lists them (then any unlisted), oracle last."""
+        listed = [str(variant) for variant in self.info["variants"]]
+        present = list(dict.fromkeys(self.runs["variant"]))
+        others = [variant for variant in dict.fromkeys(listed + present) if variant not in (self.reference, ORACLE)]
+        return [self.reference, *others] + ([ORACLE] if ORACLE in present else [])
+
+
+def find_studies(results_dir: Path, study: str | None = None, dataset: str | None = None) -> list[StudyResults]:
+    """Every `studies/<study>/<dataset>/` holding a runs.csv under `results_dir` (`study` None or 'all' = all)."""
+    root = Path(results_dir) / "studies"
+    directories = sorted(path.parent for path in root.glob("*/*/runs.csv"))
+    if not directories:
+        raise DataError(f"{root}: no study results (no */*/runs.csv); run a study first (mfh ablate)")
+    available = sorted({directory.parent.name for directory in directories})
+    if study not in (None, "all"):
+        directories = [directory for directory in directories if directory.parent.name == study]
+        if not directories:
+            raise DataError(f"{root}: no results for study '{study}'; found: {', '.join(available)}")
+    if dataset is not None:
+        found = sorted({directory.name for directory in directories})
+        directories = [directory for directory in directories if directory.name == dataset]
+        if not directories:
+            raise DataError(f"{root}: no results on dataset '{dataset}'; found: {', '.join(found)}")
+    studies = [read_study(directory, results_dir=Path(results_dir)) for directory in directories]
+    # The paper's tables in its order, then the studies it has no table for, by name.
+    return sorted(studies, key=lambda found: (found.paper_table is None, found.paper_table or 0, found.name))
+
+
+def datasets_of(results_dir: Path, study: str) -> list[str]:
+    """The datasets a study has results for (whether or not this report selected them)."""
+    return sorted(path.parent.name for path in (Path(results_dir) / "studies" / study).glob("*/runs.csv"))
+
+
+def read_study(directory: Path, results_dir: Path | None = None) -> StudyResults:
+    """Read and check one study directory; missing cells get their reason from the run's metrics.json if any."""
+    path = directory / "runs.csv"
+    info = _read_study_json(directory / "study.json")
+    runs = _read_runs_csv(path)
+    runs = runs[runs["split"] == REPORTED_SPLIT].reset_index(drop=True)
+    if runs.empty:
+        raise DataError(f"{path}: column 'split' has no '{REPORTED_SPLIT}' rows; the tables report the test split")
+    if info["reference"] not in set(runs["variant"]):
+        raise DataError(f"{path}: column 'variant' lacks the reference '{info['reference']}' named in study.json")
+    results_dir = results_dir if results_dir is not None else directory.parents[2]
+    runs["reason"] = _missing_reasons(runs, results_dir)
+    return StudyResults(info=info, runs=runs, directory=directory)
+
+
+def read_history(results_dir: Path, run_id: str) -> pd.DataFrame:
+    """A run's history.csv (step, epoch, split, group, task, loss), checked."""
+    path = Path(results_dir) / "runs" / run_id / "history.csv"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; the overfitting figure needs the history of run '{run_id}'")
+    history = _read_csv(path, HISTORY_COLUMNS, text_columns=("split", "group", "task"))
+    for column in ("step", "epoch", "loss"):
+        history[column] = _numeric(history, column, path)
+        if history[column].isna().any():
+            raise DataError(f"{path}: column '{column}' has empty values; every logged row needs one")
+    for column in ("step", "epoch"):
+        if (history[column] % 1 != 0).any():
+            raise DataError(f"{path}: column '{column}' must be an integer on every row")
+        history[column] = history[column].astype("int64")
+    bad_split = sorted(set(history["split"]) - {"train", "test"})
+    if bad_split:
+        raise DataError(f"{path}: column 'split' must be train or test, found {', '.join(bad_split)}")
+    return history
+
+
+def _read_study_json(path: Path) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path}: missing; the study runner writes it next to runs.csv")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise DataError(f"{path}: not valid JSON ({error.msg} at line {error.lineno})") from None
+    missing = [key for key in STUDY_KEYS if not isinstance(info, dict) or key not in info]
+    if missing:
+        raise DataError(f"{path}: missing key(s) {', '.join(missing)}")
+    if info["reference"] not in info["variants"]:
+        raise DataError(f"{path}: key 'reference' ({info['reference']}) must be one of 'variants'")
+    return info
+
+
+def _read_runs_csv(path: Path) -> pd.DataFrame:
+    text_columns = ("study", "variant", "dataset", "split", "group", "task", "metric", "run_id")
+    runs = _read_csv(path, RUNS_COLUMNS, text_columns=text_columns)
+    runs["value"] = _numeric(runs, "value", path)
+    seeds = _numeric(runs, "seed", path)
+    if seeds.isna().any() or (seeds % 1 != 0).any():
+        raise DataError(f"{path}: column 'seed' must be an integer on every row")
+    runs["seed"] = seeds.astype("int64")
+    bad_metrics = sorted(set(runs["metric"]) - set(METRICS))
+    if bad_metrics:
+        raise DataError(f"{path}: column 'metric' must be mse or auc, found {', '.join(bad_metrics)}")
+    duplicated = runs.duplicated(["variant", "seed", "split", "group", "task"])
+    if duplicated.any():
+        first = runs[duplicated].iloc[0]
+        raise DataError(f"{path}: one row per (variant, seed, split, group, task); repeated: {first['variant']}, "
+                        f"seed {first['seed']}, {first['split']}, {first['group']}, {first['task']}")
+    return runs
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], text_columns: tuple[str, ...]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, dtype={column: str for column in text_columns}, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise DataError(f"{path}: unreadable CSV ({' '.join(str(error).split())})") from None
+    missing = [column for column in columns if column not in frame.columns]
+    extra = [column for column in frame.columns if column not in columns]
+    if missing or extra:
+        raise DataError(f"{path}: columns must be exactly {', '.join(columns)}; "
+                        f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(map(str, extra)) or 'none'}")
+    return frame[list(columns)]
+
+
+def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
+    """The column as floats; empty cells become NaN, anything else non-numeric is an error."""
+    if pd.api.types.is_numeric_dtype(frame[column]):
+        return frame[column].astype("float64")
+    text = frame[column].astype(str).str.strip()
+    values = pd.to_numeric(text.where(text != ""), errors="coerce")
+    bad = values.isna() & (text != "")
+    if bad.any():
+        raise DataError(f"{path}: column '{column}' must be a number or empty, found '{text[bad].iloc[0]}'")
+    return values.astype("float64")
+
+
+def _missing_reasons(runs: pd.DataFrame, results_dir: Path) -> list[str]:
+    """Why each empty `value` is empty: the run's metrics.json `reason` when readable, else 'not computable'."""
+    reasons = [""] * len(runs)
+    for position in runs.index[runs["value"].isna()]:
+        row = runs.loc[position]
+        metrics_path = results_dir / "runs" / row["run_id"] / "metrics.json"
+        reason = None
+        if metrics_path.is_file():
+            try:
+                cells = json.loads(metrics_path.read_text())["metrics"][REPORTED_SPLIT]
+                reason = cells[row["group"]][row["task"]].get("reason")
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                reason = None
+        reasons[position] = reason or NOT_COMPUTABLE
+    return reasons

@@ -1,0 +1,49 @@
+"""The paper's appendix tables (packaged `paper_tables.csv`, see PAPER_SOURCE.md) beside ours, and whether the
+direction of each change agrees with the one the paper printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mfh_cli.report.aggregate import LOWER_IS_BETTER
+
+PAPER_TABLES = Path(__file__).resolve().with_name("paper_tables.csv")
+
+
+def paper_tables() -> pd.DataFrame:
+    """All four appendix tables: table, study, group, model, is_reference, task, metric, value,
+    printed_rel_change_pct (empty on reference rows)."""
+    return pd.read_csv(PAPER_TABLES)
+
+
+def attach_paper(tidy: pd.DataFrame, table: int) -> pd.DataFrame:
+    """The tidy table with `paper_value` / `paper_change` filled from the paper's Table `table`
+    (matched on group, variant = the paper's model, task and metric)."""
+    rows = paper_tables()
+    rows = rows.loc[rows["table"] == table, ["group", "model", "task", "metric", "value", "printed_rel_change_pct"]]
+    rows = rows.rename(columns={"model": "variant", "value": "paper_value", "printed_rel_change_pct": "paper_change"})
+    merged = tidy.drop(columns=["paper_value", "paper_change"]).merge(
+        rows, on=["group", "variant", "task", "metric"], how="left")
+    return merged[tidy.columns]
+
+
+def paper_better(printed_change: pd.Series, metric: pd.Series) -> pd.Series:
+    """Whether the paper's printed change is better for its metric. A printed '-0.00' still carries the paper's
+    sign (the unrounded change was negative), so the sign bit decides, not the value."""
+    negative = np.signbit(printed_change.to_numpy(float))
+    lower_is_better = metric.map(LOWER_IS_BETTER).astype(bool).to_numpy()
+    better = pd.Series(np.where(lower_is_better, negative, ~negative), index=printed_change.index, dtype="boolean")
+    return better.mask(printed_change.isna())
+
+
+def agreement_line(tidy: pd.DataFrame, label: str) -> str:
+    """'<label>: direction agrees with the paper in k of n cells (m significant)': a cell agrees when our change
+    and the paper's printed change are both better or both worse; m counts agreeing cells with p < 0.05."""
+    compared = tidy[tidy["paper_change"].notna()]
+    agrees = (compared["better"] == paper_better(compared["paper_change"], compared["metric"])).fillna(False)
+    significant = int((agrees & compared["significant"]).sum())
+    return (f"{label}: direction agrees with the paper in {int(agrees.sum())} of {len(compared)} cells "
+            f"({significant} significant)")

@@ -1,0 +1,76 @@
+"""run_report end to end on hand-written result files: never imports torch, writes every table file, prints the
+chosen format, names files per dataset only when a study has several."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+
+from mfh_cli.errors import ConfigError, DataError
+from mfh_cli.report.build import run_report
+
+
+def _cells(offset: float = 0.0) -> pd.DataFrame:
+    rows = [(variant, seed, group, "cmpl", "mse", 0.4 + index * 0.01 + seed * 0.002 + offset)
+            for index, variant in enumerate(["mfh", "flat"]) for seed in (0, 1, 2) for group in ("new", "high")]
+    return pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"])
+
+
+def test_report_never_imports_torch(write_study, results_dir):
+    write_study("sota", _cells(), reference="mfh", variants=["mfh", "flat"])
+    script = textwrap.dedent(f"""
+        import io, sys
+        from rich.console import Console
+        from mfh_cli.report import run_report  # the entry point the CLI imports
+        summary = run_report({str(results_dir)!r}, console=Console(file=io.StringIO()))
+        assert summary.files, "nothing written"
+        print("torch imported" if "torch" in sys.modules else "torch not imported")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "torch not imported"
+
+
+def test_csv_format_prints_the_tidy_table_and_writes_all_files(write_study, results_dir, captured_console):
+    write_study("sota", _cells(), reference="mfh", variants=["mfh", "flat"])
+    summary = run_report(results_dir, fmt="csv", console=captured_console)
+    printed = pd.read_csv(io.StringIO(captured_console.file.getvalue()))
+    written = pd.read_csv(results_dir / "tables" / "sota.csv")
+    pd.testing.assert_frame_equal(printed, written)
+    assert list(written.columns[:14]) == ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high", "n_seeds",
+                                          "relative_change", "p_value", "significant", "better", "paper_value",
+                                          "paper_change"]
+    assert sorted(path.name for path in summary.files) == ["sota.csv", "sota.md", "sota.tex"]
+    assert sorted(path.name for path in (results_dir / "tables").iterdir()) == ["sota.csv", "sota.md", "sota.tex"]
+
+
+def test_dataset_suffix_only_when_a_study_has_several(write_study, results_dir, captured_console):
+    write_study("sota", _cells(), reference="mfh", variants=["mfh", "flat"], dataset="synthetic")
+    write_study("sota", _cells(0.1), reference="mfh", variants=["mfh", "flat"], dataset="kuairand")
+    write_study("hierarchical", _cells(), reference="mfh", variants=["mfh", "flat"], dataset="synthetic")
+    run_report(results_dir, console=captured_console)
+    names = sorted(path.stem for path in (results_dir / "tables").glob("*.csv"))
+    assert names == ["hierarchical", "sota_kuairand", "sota_synthetic"]
+    kuairand = pd.read_csv(results_dir / "tables" / "sota_kuairand.csv")
+    synthetic = pd.read_csv(results_dir / "tables" / "sota_synthetic.csv")
+    assert (kuairand["mean"] - synthetic["mean"]).to_numpy() == pytest.approx(0.1)
+
+    summary = run_report(results_dir, study="sota", dataset="kuairand", console=captured_console)
+    assert [path.name for path in summary.files] == ["sota_kuairand.csv", "sota_kuairand.md", "sota_kuairand.tex"]
+
+
+def test_bad_requests_are_one_line_errors(write_study, results_dir, captured_console):
+    with pytest.raises(DataError, match=r"studies: no study results"):
+        run_report(results_dir, console=captured_console)
+    write_study("sota", _cells(), reference="mfh", variants=["mfh", "flat"])
+    with pytest.raises(DataError, match=r"no results for study 'nope'; found: sota"):
+        run_report(results_dir, study="nope", console=captured_console)
+    with pytest.raises(DataError, match=r"no results on dataset 'kuairand'; found: synthetic"):
+        run_report(results_dir, dataset="kuairand", console=captured_console)
+    with pytest.raises(ConfigError, match=r"unknown report format 'json'"):
+        run_report(results_dir, fmt="json", console=captured_console)

@@ -1,0 +1,54 @@
+"""Reading study results: the test split only, and one-line errors naming the file, the column and the rule."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from mfh_cli.errors import DataError
+from mfh_cli.report.collect import find_studies, read_study
+
+
+def _cells() -> pd.DataFrame:
+    rows = [(variant, seed, "new", "finish", "auc", 0.7 + seed * 0.01) for variant in ("mfh", "flat")
+            for seed in (0, 1)]
+    return pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"])
+
+
+def test_reads_the_test_split_only(write_study):
+    cells = pd.concat([_cells().assign(split="test"), _cells().assign(split="validation", value=0.1)])
+    study = read_study(write_study("toy", cells, reference="mfh", variants=["mfh", "flat"]))
+    assert set(study.runs["split"]) == {"test"} and len(study.runs) == 4
+    assert study.runs["value"].min() >= 0.7
+    assert study.variants == ["mfh", "flat"]
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda runs: runs.drop(columns="metric"), r"runs.csv: columns must be exactly .* missing: metric"),
+    (lambda runs: runs.assign(extra=1), r"runs.csv: columns must be exactly .* unexpected: extra"),
+    (lambda runs: runs.assign(metric="rmse"), r"runs.csv: column 'metric' must be mse or auc, found rmse"),
+    (lambda runs: runs.assign(value="high"), r"runs.csv: column 'value' must be a number or empty, found 'high'"),
+    (lambda runs: runs.assign(seed=0), r"runs.csv: one row per \(variant, seed, split, group, task\)"),
+    (lambda runs: runs.assign(split="validation"), r"runs.csv: column 'split' has no 'test' rows"),
+    (lambda runs: runs[runs["variant"] != "mfh"], r"runs.csv: column 'variant' lacks the reference 'mfh'"),
+])
+def test_bad_runs_csv_is_a_one_line_data_error(write_study, edit, message):
+    directory = write_study("toy", _cells(), reference="mfh", variants=["mfh", "flat"])
+    runs = pd.read_csv(directory / "runs.csv")
+    edit(runs).to_csv(directory / "runs.csv", index=False)
+    with pytest.raises(DataError, match=message) as raised:
+        read_study(directory)
+    assert "\n" not in str(raised.value)
+
+
+def test_bad_study_json_is_a_data_error(write_study, results_dir):
+    directory = write_study("toy", _cells(), reference="mfh", variants=["mfh", "flat"])
+    info = json.loads((directory / "study.json").read_text())
+    (directory / "study.json").write_text(json.dumps({key: info[key] for key in info if key != "reference"}))
+    with pytest.raises(DataError, match=r"study.json: missing key\(s\) reference"):
+        find_studies(results_dir)
+    (directory / "study.json").write_text("{not json")
+    with pytest.raises(DataError, match=r"study.json: not valid JSON"):
+        find_studies(results_dir)

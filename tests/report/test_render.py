@@ -1,0 +1,94 @@
+"""Markdown and LaTeX renderings parse and hold one row per group × variant of the tidy table; missing cells say
+why; the terminal shows every change with its sign."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from mfh_cli.report.build import run_report
+from mfh_cli.report.render import latex_escape
+
+GROUPS = ["new", "low", "high"]
+ONE_CLASS = "one class only in the test rows"
+
+
+@pytest.fixture
+def study_with_gaps(write_study, results_dir) -> pd.DataFrame:
+    """Two seeds, three variants, two tasks; hmtl's share is never computable (its metrics.json says why)."""
+    rows = []
+    for seed in (0, 1):
+        for group_index, group in enumerate(GROUPS):
+            for variant_index, variant in enumerate(["mfh", "hmtl", "flat"]):
+                rows.append((variant, seed, group, "cmpl", "mse", 0.4 + 0.01 * variant_index + 0.001 * seed))
+                share = None if variant == "hmtl" else 0.7 - 0.01 * variant_index - 0.002 * seed * group_index
+                rows.append((variant, seed, group, "share", "auc", share))
+    cells = pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"])
+    write_study("gaps", cells, reference="mfh", variants=["mfh", "hmtl", "flat"])
+    for seed in (0, 1):
+        metrics = {"metrics": {"test": {group: {"share": {"metric": "auc", "value": None, "rows": 9,
+                                                          "reason": ONE_CLASS}} for group in GROUPS}}}
+        path = results_dir / "runs" / f"hmtl-{seed}" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(metrics))
+    return cells
+
+
+def _markdown_cells(line: str) -> list[str]:
+    return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+
+
+def test_markdown_has_one_row_per_group_and_variant(study_with_gaps, results_dir, captured_console):
+    run_report(results_dir, fmt="markdown", console=captured_console)
+    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    markdown = (results_dir / "tables" / "gaps.md").read_text()
+    table_lines = [line for line in markdown.splitlines() if line.startswith("|")]
+    header, separator, *rows = table_lines
+    assert len(rows) == len(tidy[["group", "variant"]].drop_duplicates())
+    width = len(_markdown_cells(header))
+    assert all(set(cell) == {"-"} for cell in _markdown_cells(separator)) and len(_markdown_cells(separator)) == width
+    assert all(len(_markdown_cells(row)) == width for row in rows)
+    assert markdown in captured_console.file.getvalue()  # printed as well as written
+
+
+def test_latex_has_one_row_per_group_and_variant(study_with_gaps, results_dir, captured_console):
+    run_report(results_dir, fmt="latex", console=captured_console)
+    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    latex = (results_dir / "tables" / "gaps.tex").read_text()
+    rows = [line for line in latex.splitlines() if line.rstrip().endswith("\\\\")]
+    groups = tidy["group"].nunique()
+    # The header, one \multicolumn line per group, one line per group × variant.
+    assert len(rows) == 1 + groups + len(tidy[["group", "variant"]].drop_duplicates())
+    columns = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", latex).group(1))
+    body = [row for row in rows if "\\multicolumn" not in row]
+    assert all(len(re.findall(r"(?<!\\)&", row)) == columns - 1 for row in body)
+    assert latex.count("\\begin{tabular}") == latex.count("\\end{tabular}") == 1
+    assert not re.search(r"(?<!\\)[%_]", latex.replace("\\%", "").replace("\\_", ""))
+
+
+def test_missing_cells_say_why_instead_of_a_number(study_with_gaps, results_dir, captured_console):
+    run_report(results_dir, console=captured_console)
+    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv", keep_default_na=False)
+    missing = tidy[(tidy["variant"] == "hmtl") & (tidy["task"] == "share")]
+    assert len(missing) == 3
+    assert (missing["mean"] == "").all() and (missing["n_seeds"] == 0).all() and (missing["reason"] == ONE_CLASS).all()
+    markdown = (results_dir / "tables" / "gaps.md").read_text()
+    hmtl_rows = [_markdown_cells(line) for line in markdown.splitlines() if line.startswith("|") and "| hmtl |" in line]
+    assert all(f"n/a: {ONE_CLASS}" in row[3] for row in hmtl_rows)
+    assert f"n/a: {ONE_CLASS}" in captured_console.file.getvalue()
+
+
+def test_terminal_prints_every_change_with_its_sign(study_with_gaps, results_dir, captured_console):
+    run_report(results_dir, console=captured_console)
+    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    printed = captured_console.file.getvalue()
+    for change in tidy["relative_change"].dropna():
+        assert f"{change:+.2f}%" in printed
+    assert "gaps study (synthetic)" in printed
+
+
+def test_latex_escape_covers_specials():
+    assert latex_escape("heter_abl 5% & ±") == r"heter\_abl 5\% \& $\pm$"
