@@ -22,6 +22,12 @@ def mfh_executable() -> str:
 
 
 @pytest.fixture
+def mfh_path() -> str:
+    """Path of the installed `mfh` console script (for tests that manage the process themselves)."""
+    return mfh_executable()
+
+
+@pytest.fixture
 def run_mfh(tmp_path: Path):
     """Run `mfh ARGS...` in a subprocess with results under tmp_path; returns CompletedProcess (text)."""
 

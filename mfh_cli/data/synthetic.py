@@ -10,11 +10,14 @@ World.
   Items have a tag (40 values), an author (one per 10 items), a standardised log duration dur_i ~ N(0, 1) and a
   Zipf popularity w_i ∝ rank_i^-0.8 (pop_i = standardised log w_i).
   Latent factors, with α = `attribute_share` (so the categorical attributes carry signal):
-      p_u = √(α/2)·A[age_u] + √(α/2)·A[region_u] + √(1−α)·e_u,   q_i = √(α/2)·C[tag_i] + √(α/2)·C[author_i] + √(1−α)·f_i
-  with every A, C, e, f row ~ N(0, I_K). Random K×K matrices R_b, N_g, P_bg have entries ~ N(0, 1/K), so each
-  bilinear term ⟨x, y⟩_M = pᵀ M q / √K below has variance 1.
+      p_u = √(α/2)·A_age[age_u] + √(α/2)·A_region[region_u] + √(1−α)·e_u
+      q_i = √(α/2)·C_tag[tag_i] + √(α/2)·C_author[author_i] + √(1−α)·f_i
+  with every row of A, C, e, f ~ N(0, I_K). Random K×K matrices R_b, N_g, P_bg have entries ~ N(0, 1/K), so
+  each bilinear term ⟨p, q⟩_M = pᵀ M q / √K below has variance 1 (M = I included).
 
-Row n (user u of group g, item i, context c_n ~ N(0, 1), features x_n = (dur_i, pop_i, c_n)):
+Rows. Row n's group g is drawn by `group_row_shares`, its user u uniformly among g's users (so a new user,
+whose row share is below its user share, has fewer rows), its item i by popularity, its context c_n ~ N(0, 1).
+Scores of row n, with features x_n = (dur_i, pop_i, c_n) (the dense inputs):
   shared behaviour score, the same for every group:
       S_b = λ_b·√ω_b·⟨p_u, q_i⟩_I + √(1−ω_b)·⟨p_u, q_i⟩_{R_b} + φ_b·x_n
   group deviation, the same for every behaviour of group g:
@@ -49,8 +52,9 @@ Shape letters: N rows, R rows of one block, B behaviours, G groups, U users, I i
 from __future__ import annotations
 
 import math
-import sys
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -110,7 +114,6 @@ class World:
     """Everything drawn once from the seed: users, items, their factors, and per-behaviour constants."""
 
     user_id: torch.Tensor  # [U] int64, 1..U (internal user index is sorted by group)
-    user_group: torch.Tensor  # [U] int64
     group_first_user: torch.Tensor  # [G] int64, first internal index of each group
     group_users: torch.Tensor  # [G] int64, users per group
     group_cdf: torch.Tensor  # [G] float32, cumulative row shares
@@ -137,8 +140,12 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
     world = build_world(settings)
     rows = settings.rows
     behaviours = len(BEHAVIOUR_NAMES)
+    vocabulary = [settings.users + 1, settings.items + 1, len(GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
+                  ITEM_TAGS + 1, world.authors + 1]
+    schema = Schema(categorical=dict(zip(CATEGORICAL_FIELDS, vocabulary)), dense=list(DENSE_FIELDS),
+                    behaviours=dict(BEHAVIOURS), groups=list(GROUPS), name="synthetic")
     output = Dataset(
-        schema=Schema(categorical={}, dense=[], behaviours={}, groups=[]),  # completed below
+        schema=schema,
         categorical=torch.empty(rows, len(CATEGORICAL_FIELDS), dtype=torch.int64),
         dense=torch.empty(rows, len(DENSE_FIELDS), dtype=torch.float32),
         labels=torch.empty(rows, behaviours, dtype=torch.float32),
@@ -158,11 +165,7 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
             row_index = torch.arange(start, end)
             output.split[start:end] = (row_index >= validation_start).long() + (row_index >= test_start).long()
             advance()
-    vocabulary = [settings.users + 1, settings.items + 1, len(GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
-                  ITEM_TAGS + 1, world.authors + 1]
-    output.schema = Schema(categorical=dict(zip(CATEGORICAL_FIELDS, vocabulary)), dense=list(DENSE_FIELDS),
-                           behaviours=dict(BEHAVIOURS), groups=list(GROUPS), name="synthetic",
-                           notes=_sparse_test_notes(output))
+    output.schema = replace(schema, notes=_sparse_test_notes(output))
     output.check()
     return output
 
@@ -189,12 +192,14 @@ def read_settings(data_cfg: DictConfig) -> Settings:
         raw = value(key)
         if not isinstance(raw, DictConfig) or set(raw.keys()) != set(names):
             raise ConfigError(f"{CONFIG_FILE}: data.{key} must map exactly {', '.join(names)} to numbers")
-        values = tuple(float(raw[name]) for name in names)
-        if any(not low <= item <= high for item in values):
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} values must lie in [{low}, {high}] (got {dict(raw)})")
+        values = tuple(raw[name] for name in names)
+        if any(isinstance(item, bool) or not isinstance(item, (int, float)) or not low <= item <= high
+               for item in values):
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} values must be numbers in [{low}, {high}] "
+                              f"(got {dict(raw)})")
         if total is not None and abs(sum(values) - total) > 1e-6:
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} must sum to {total} (got {sum(values):.6g})")
-        return values
+            raise ConfigError(f"{CONFIG_FILE}: data.{key} must sum to {total:g} (got {sum(values):.6g})")
+        return tuple(float(item) for item in values)
 
     groups = list(GROUPS)
     settings = Settings(
@@ -230,7 +235,6 @@ def build_world(settings: Settings) -> World:
         return torch.randint(1, values + 1, (count,), generator=generator)
 
     group_users = torch.tensor(_largest_remainder(settings.users, settings.group_user_shares))
-    user_group = torch.repeat_interleave(torch.arange(groups), group_users)
     user_id = torch.randperm(settings.users, generator=generator) + 1
     user_attributes = torch.stack([categories(settings.users, USER_AGES),
                                    categories(settings.users, USER_REGIONS)], dim=1)
@@ -269,7 +273,7 @@ def build_world(settings: Settings) -> World:
     noise_scale = torch.full((behaviours,), settings.noise)
     noise_scale[cmpl_index] = math.hypot(settings.noise, settings.cmpl_noise)
     world = World(
-        user_id=user_id, user_group=user_group,
+        user_id=user_id,
         group_first_user=torch.cumsum(group_users, 0) - group_users, group_users=group_users,
         group_cdf=torch.tensor(np.cumsum(settings.group_row_shares), dtype=torch.float32),
         user_attributes=user_attributes, user_projection=user_projection, item_factor=item_factor,
@@ -291,7 +295,7 @@ class _Rows:
     group: torch.Tensor  # [R] int64
     user: torch.Tensor  # [R] int64, internal user index
     item: torch.Tensor  # [R] int64, 0-based
-    context: torch.Tensor  # [R] float32
+    features: torch.Tensor  # [R, 3] float32: item duration, item popularity, context (DENSE_FIELDS)
     logit: torch.Tensor  # [R, B] a_b (noise-free)
     realised_logit: torch.Tensor  # [R, B] a_b plus the row's unobserved noise
     label_uniform: torch.Tensor  # [R, B]
@@ -308,39 +312,44 @@ def _draw_rows(world: World, generator: torch.Generator) -> _Rows:
     user = world.group_first_user[group] + torch.minimum((uniform[:, 1] * users).long(), users - 1)
     item = torch.searchsorted(world.item_cdf, uniform[:, 2].contiguous(), right=True).clamp_(
         max=world.item_cdf.shape[0] - 1)
-    context = gaussian[:, 0]
-    features = torch.cat([world.item_dense.index_select(0, item), context[:, None]], dim=1)  # [R, 3]
+    features = torch.cat([world.item_dense.index_select(0, item), gaussian[:, :1]], dim=1)  # [R, 3]
     interaction = (world.user_projection.index_select(0, user)
                    * world.item_factor.index_select(0, item)[:, None, :]).sum(-1)  # [R, B]
     logit = world.bias + interaction + features @ world.feature_weights + world.group_shift.index_select(0, group)
     # ε_n enters every behaviour of the row (signed by λ_b); η_n only the watch ratio.
     realised_logit = (logit + world.behaviour_sign * (world.noise * gaussian[:, 1:2])
                       + world.is_cmpl * (world.cmpl_noise * gaussian[:, 2:3]))
-    return _Rows(group=group, user=user, item=item, context=context, logit=logit, realised_logit=realised_logit,
+    return _Rows(group=group, user=user, item=item, features=features, logit=logit, realised_logit=realised_logit,
                  label_uniform=uniform[:, 4:], missing_uniform=uniform[:, 3])
 
 
 def _write_block(world: World, settings: Settings, generator: torch.Generator, output: Dataset, start: int,
                  end: int) -> None:
-    """Draw one block and write its first `end - start` rows into the preallocated output tensors."""
+    """Draw one block and write its first `end - start` rows into the preallocated output tensors.
+
+    Everything is computed on the whole block and sliced only when written: vectorised kernels may round a
+    short tensor's tail differently, and a row must not depend on where the data end.
+    """
     count = end - start
     rows = _draw_rows(world, generator)
-    user, item = rows.user[:count], rows.item[:count]
-    probability = torch.sigmoid(rows.realised_logit[:count])
-    labels = torch.where(world.is_cmpl, probability, (rows.label_uniform[:count] < probability).float())
+    probability = torch.sigmoid(rows.realised_logit)
+    labels = torch.where(world.is_cmpl, probability, (rows.label_uniform < probability).float())
     watch_columns = torch.tensor([name in WATCH_BEHAVIOURS for name in BEHAVIOUR_NAMES])
-    missing = rows.missing_uniform[:count, None] < settings.missing_fraction
-    present = ~(missing & watch_columns)
-    output.labels[start:end] = labels * present
-    output.label_mask[start:end] = present
-    output.oracle[start:end] = expected_label(rows.logit[:count], world.noise_scale)
-    user_id = world.user_id.index_select(0, user)
-    output.group[start:end] = rows.group[:count]
-    output.user[start:end] = user_id
-    output.categorical[start:end] = torch.cat([user_id[:, None], item[:, None] + 1, rows.group[:count, None] + 1,
-                                               world.user_attributes.index_select(0, user),
-                                               world.item_attributes.index_select(0, item)], dim=1)
-    output.dense[start:end] = torch.cat([world.item_dense.index_select(0, item), rows.context[:count, None]], dim=1)
+    present = ~((rows.missing_uniform[:, None] < settings.missing_fraction) & watch_columns)
+    user_id = world.user_id.index_select(0, rows.user)
+    block = {
+        "labels": labels * present,
+        "label_mask": present,
+        "oracle": expected_label(rows.logit, world.noise_scale),
+        "group": rows.group,
+        "user": user_id,
+        "categorical": torch.cat([user_id[:, None], rows.item[:, None] + 1, rows.group[:, None] + 1,
+                                  world.user_attributes.index_select(0, rows.user),
+                                  world.item_attributes.index_select(0, rows.item)], dim=1),
+        "dense": rows.features,
+    }
+    for name, values in block.items():
+        getattr(output, name)[start:end] = values[:count]
 
 
 def expected_label(logit: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tensor:
@@ -395,23 +404,15 @@ def _generator(seed: int, *stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state))
 
 
-class _progress:
-    """Context manager yielding an `advance()` callable: a rich progress bar on stderr when `show`, else nothing."""
+@contextmanager
+def _progress(blocks: int, show: bool) -> Iterator[Callable[[], None]]:
+    """Yield an `advance()` callable: one step of a transient rich progress bar on stderr when `show`."""
+    if not show:
+        yield lambda: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
 
-    def __init__(self, blocks: int, show: bool):
-        self.blocks, self.show, self.bar = blocks, show, None
-
-    def __enter__(self):
-        if not self.show:
-            return lambda: None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self.bar = Progress(console=Console(stderr=True), transient=True)
-        self.bar.start()
-        task = self.bar.add_task("simulating rows", total=self.blocks)
-        return lambda: self.bar.advance(task)
-
-    def __exit__(self, *exc_info) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("simulating rows", total=blocks)
+        yield lambda: bar.advance(task)

@@ -1,8 +1,9 @@
 """`mfh data validate`: check a log before training and report every problem as one line.
 
 The rules are small vectorised functions over one column each (types, NaN, ranges, binary values, duplicates,
-empty groups and splits), shared by the KuaiRand check here and by your own log's check (`table.py`), which the
-table loader also runs so that training never starts on a bad log.
+empty groups and splits), shared by the KuaiRand check and by your own log's check. Your own log's mapping (which
+column plays which part, conf/data/table.yaml) is parsed here too, so that checking needs no torch; the table
+loader (`table.py`) runs the same checks, so training never starts on a bad log.
 
 Shape letters: N log rows, U user-table rows.
 """
@@ -16,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from mfh_cli.config import CONF_DIR
-from mfh_cli.data.dataset import GROUPS, SPLITS
+from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, SPLITS
 from mfh_cli.data.kuairand import LOG_PATTERN, USER_PATTERN, user_groups
+from mfh_cli.errors import ConfigError
 
 EXAMPLE_ROWS = 3  # row numbers quoted per problem
 
@@ -29,7 +32,7 @@ KUAIRAND_LOG_COLUMNS = (
     "is_forward", "is_hate", "long_view", "play_time_ms", "duration_ms", "profile_stay_time", "comment_stay_time",
     "is_profile_enter", "is_rand", "tab",
 )
-KUAIRAND_USER_COLUMNS = ("user_id", "user_active_degree", "register_days")  # what the groups need (SPEC §5)
+KUAIRAND_USER_COLUMNS = ("user_id", "user_active_degree", "register_days")  # what groups need (SPEC §5)
 
 
 @dataclass
@@ -66,11 +69,12 @@ class ColumnRules:
     numeric: Sequence[str]
     complete: Sequence[str]  # no NaN / empty cell allowed
     binary: Sequence[str]  # values in {0, 1}
-    ranges: dict[str, tuple[float | None, float | None]]  # column -> (lowest, highest) allowed; None = open
+    ranges: dict[str, tuple[float, float | None]]  # column -> (lowest, highest) allowed; highest None: no bound
     unique: Sequence[str]  # identical values in all of these columns = a duplicate row (warning)
 
 
-def rows_problem(bad: np.ndarray, file: str, column: str | None, rule: str, level: str = "error") -> Problem | None:
+def rows_problem(bad: np.ndarray, file: str, column: str | None, rule: str,
+                 level: str = "error") -> Problem | None:
     """A Problem counting the rows where `bad` [N] is True, quoting the first few; None when there are none."""
     count = int(bad.sum())
     if count == 0:
@@ -114,23 +118,16 @@ def missing_values(raw: pd.Series, file: str, column: str) -> Problem | None:
     return rows_problem(raw.isna().to_numpy(), file, column, "missing values (NaN or empty)")
 
 
-def outside_range(values: np.ndarray, lowest: float | None, highest: float | None, file: str,
+def outside_range(values: np.ndarray, lowest: float, highest: float | None, file: str,
                   column: str) -> Problem | None:
-    """Rows whose value lies below `lowest` or above `highest` (None: no bound on that side; NaN is not flagged)."""
+    """Rows whose value lies below `lowest` or above `highest` (None: no upper bound; NaN is not flagged)."""
     with np.errstate(invalid="ignore"):
-        bad = np.zeros(len(values), dtype=bool)
-        if lowest is not None:
-            bad |= values < lowest
-        if highest is not None:
-            bad |= values > highest
-    if lowest == 0 and highest is None:
-        rule = "negative values (must be >= 0)"
-    elif highest is None:
-        rule = f"values below {lowest:g} (must be >= {lowest:g})"
-    elif lowest is None:
-        rule = f"values above {highest:g} (must be <= {highest:g})"
+        bad = (values < lowest) | (values > (np.inf if highest is None else highest))
+    if highest is None:
+        below = "negative values" if lowest == 0 else f"values below {_number(lowest)}"
+        rule = f"{below} (must be >= {_number(lowest)})"
     else:
-        rule = f"values outside [{lowest:g}, {highest:g}] (the declared range)"
+        rule = f"values outside [{_number(lowest)}, {_number(highest)}] (the declared range)"
     return rows_problem(bad, file, column, rule)
 
 
@@ -143,7 +140,7 @@ def not_binary(values: np.ndarray, file: str, column: str) -> Problem | None:
 def duplicate_rows(frame: pd.DataFrame, keys: Sequence[str], file: str) -> Problem | None:
     """A warning for rows repeating an earlier row's values in every key column (same user, item and time)."""
     bad = frame.duplicated(subset=list(keys), keep="first").to_numpy()
-    return rows_problem(bad, file, ",".join(keys), f"duplicate rows (same {', '.join(keys)} as an earlier row)",
+    return rows_problem(bad, file, ",".join(keys), "duplicate rows (these columns repeat an earlier row)",
                         level="warning")
 
 
@@ -259,15 +256,269 @@ def _date_split(dates: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
     return split
 
 
+# Your own log: the mapping of its columns (conf/data/table.yaml) and its checks.
+KINDS = ("regression", "binary")
+MAPPING_KEYS = ("path", "user", "item", "time", "group", "labels", "categorical", "dense", "split")
+GROUP_KEYS = ("column", "values", "default", "names")
+LABEL_KEYS = ("column", "kind", "range", "allow_missing")
+SPLIT_KEYS = ("by", "fractions", "boundaries")
+
+
+@dataclass(frozen=True)
+class Label:
+    """One behaviour's label column and its kind; `range` (regression only) bounds its values."""
+
+    behaviour: str
+    column: str
+    kind: str
+    range: tuple[float, float] | None = None
+    allow_missing: bool = False  # True: empty cells mask the label instead of being an error
+
+
+@dataclass(frozen=True)
+class GroupRule:
+    """How a row's user group is read from `column`: its value is a group name (`values` None) or listed under a
+    group in `values`; anything else goes to `default`."""
+
+    column: str
+    names: tuple[str, ...]
+    default: str
+    values: dict[str, tuple[str, ...]] | None = None  # group -> the column's values (as text) meaning it
+
+
+@dataclass(frozen=True)
+class SplitRule:
+    """Train / validation / test by `boundaries` on the time column or by `fractions` of the time-ordered rows."""
+
+    by: str  # "time" | "fraction"
+    boundaries: tuple[float, float] | None = None  # validation start, test start
+    fractions: tuple[float, float, float] | None = None
+
+
+@dataclass(frozen=True)
+class TableMapping:
+    """Which column of the log plays which part (parsed and checked from the mapping keys)."""
+
+    path: str | None
+    user: str
+    item: str
+    time: str
+    group: GroupRule
+    labels: tuple[Label, ...]
+    categorical: tuple[str, ...]
+    dense: tuple[str, ...]
+    split: SplitRule
+
+    def column_rules(self) -> ColumnRules:
+        """The per-column checks of this log: required, numeric, complete, binary, in range, duplicates."""
+        label_columns = [label.column for label in self.labels]
+        return ColumnRules(
+            required=_unique([self.user, self.item, self.time, self.group.column, *label_columns,
+                              *self.categorical, *self.dense]),
+            numeric=_unique([self.time, *label_columns, *self.dense]),
+            complete=_unique([self.user, self.item, self.time,
+                              *(label.column for label in self.labels if not label.allow_missing)]),
+            binary=_unique([label.column for label in self.labels if label.kind == "binary"]),
+            ranges={label.column: label.range for label in self.labels if label.range is not None},
+            unique=(self.user, self.item, self.time),
+        )
+
+    def categorical_fields(self) -> tuple[str, ...]:
+        """The categorical inputs: user id, item id, then the further categorical columns."""
+        return _unique([self.user, self.item, *self.categorical])
+
+
+def read_mapping_file(path: Path) -> TableMapping:
+    """A mapping YAML (the mapping keys of conf/data/table.yaml), parsed and checked."""
+    try:
+        values = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    except (OSError, OmegaConfBaseException, ValueError) as error:
+        raise ConfigError(f"{path}: cannot read the mapping ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the mapping must be a YAML dictionary of {', '.join(MAPPING_KEYS)}")
+    return parse_mapping(values, str(path))
+
+
+def parse_mapping(values: dict, source: str, key_prefix: str = "", ignored: tuple[str, ...] = ()) -> TableMapping:
+    """The mapping from plain values; a bad one is a ConfigError naming `source` and the key (`key_prefix` +
+    key). Keys in `ignored` are allowed and skipped (the data config's own keys)."""
+    return _MappingParser(source, key_prefix, ignored).mapping(values)
+
+
+class _MappingParser:
+    """Turns plain mapping values into a TableMapping; every bad value is a ConfigError naming source and key."""
+
+    def __init__(self, source: str, key_prefix: str = "", ignored: tuple[str, ...] = ()) -> None:
+        self.source, self.key_prefix, self.ignored = source, key_prefix, ignored
+
+    def mapping(self, values: dict) -> TableMapping:
+        self.known_keys(values, (*MAPPING_KEYS, *self.ignored), "")
+        return TableMapping(
+            path=None if values.get("path") is None else self.column(values["path"], "path"),
+            user=self.column(values.get("user"), "user"),
+            item=self.column(values.get("item"), "item"),
+            time=self.column(values.get("time"), "time"),
+            group=self.group(values.get("group")),
+            labels=self.labels(values.get("labels")),
+            categorical=self.columns(values.get("categorical"), "categorical"),
+            dense=self.columns(values.get("dense"), "dense"),
+            split=self.split(values.get("split")),
+        )
+
+    def fail(self, key: str, rule: str) -> ConfigError:
+        return ConfigError(f"{self.source}: key {self.key_prefix}{key}: {rule}")
+
+    def known_keys(self, values: dict, allowed: tuple[str, ...], prefix: str) -> None:
+        """A typo in a key fails loudly instead of being ignored."""
+        unknown = [key for key in values if key not in allowed]
+        if unknown:
+            raise self.fail(f"{prefix}{unknown[0]}", f"unknown key (expected one of {', '.join(allowed)})")
+
+    def column(self, value: object, key: str) -> str:
+        if not isinstance(value, (str, int)) or isinstance(value, bool) or value == "":
+            raise self.fail(key, f"expected a column name, got {value!r}")
+        return str(value)
+
+    def columns(self, value: object, key: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise self.fail(key, f"expected a list of names, got {value!r}")
+        return tuple(self.column(item, f"{key}[{index}]") for index, item in enumerate(value))
+
+    def ordered_numbers(self, value: object, count: int) -> bool:
+        """`value` is a list of `count` numbers in non-decreasing order."""
+        return isinstance(value, list) and len(value) == count and all(
+            isinstance(number, (int, float)) and not isinstance(number, bool) for number in value) and \
+            all(first <= second for first, second in zip(value, value[1:]))
+
+    def group(self, group: object) -> GroupRule:
+        if not isinstance(group, dict):
+            raise self.fail("group", "expected {column, names, default, values}")
+        self.known_keys(group, GROUP_KEYS, "group.")
+        names = self.columns(group.get("names"), "group.names")
+        if not names or len(set(names)) != len(names):
+            raise self.fail("group.names", "expected a non-empty list of distinct group names")
+        if group.get("default") not in names:
+            raise self.fail("group.default", f"must be one of the group names {list(names)}, got "
+                                             f"{group.get('default')!r}")
+        values = group.get("values")
+        if values is not None:
+            if not isinstance(values, dict) or not set(values) <= set(names):
+                raise self.fail("group.values", f"expected group -> list of the column's values, groups among "
+                                                f"{list(names)}")
+            values = {name: tuple(str(item) for item in (listed if isinstance(listed, list) else [listed]))
+                      for name, listed in values.items()}
+        return GroupRule(column=self.column(group.get("column"), "group.column"), names=names,
+                         default=group["default"], values=values)
+
+    def labels(self, labels: object) -> tuple[Label, ...]:
+        if not isinstance(labels, dict) or not labels:
+            raise self.fail("labels", "expected behaviour -> its label column (or {column, kind, range}), at "
+                                      "least one")
+        return tuple(self.label(str(behaviour), spec) for behaviour, spec in labels.items())
+
+    def label(self, behaviour: str, spec: object) -> Label:
+        key = f"labels.{behaviour}"
+        spec = {"column": spec} if isinstance(spec, (str, int)) else ({} if spec is None else spec)
+        if not isinstance(spec, dict):
+            raise self.fail(key, f"expected a column name or {{{', '.join(LABEL_KEYS)}}}")
+        self.known_keys(spec, LABEL_KEYS, f"{key}.")
+        kind = spec.get("kind") or BEHAVIOURS.get(behaviour)
+        if kind not in KINDS:
+            raise self.fail(f"{key}.kind", f"a new behaviour needs kind: regression or binary (known: "
+                                           f"{', '.join(BEHAVIOURS)}), got {kind!r}")
+        if behaviour in BEHAVIOURS and kind != BEHAVIOURS[behaviour]:
+            raise self.fail(f"{key}.kind", f"{behaviour} is a {BEHAVIOURS[behaviour]} behaviour, not {kind}")
+        bounds = spec.get("range")
+        if bounds is not None and (kind != "regression" or not self.ordered_numbers(bounds, 2)):
+            raise self.fail(f"{key}.range", f"expected [lowest, highest] on a regression label, got {bounds!r}")
+        return Label(behaviour=behaviour, column=self.column(spec.get("column", behaviour), f"{key}.column"),
+                     kind=kind, range=None if bounds is None else (float(bounds[0]), float(bounds[1])),
+                     allow_missing=bool(spec.get("allow_missing", False)))
+
+    def split(self, split: object) -> SplitRule:
+        if not isinstance(split, dict) or split.get("by") not in ("time", "fraction"):
+            raise self.fail("split.by", "expected time (with boundaries) or fraction (with fractions)")
+        self.known_keys(split, SPLIT_KEYS, "split.")
+        if split["by"] == "time":
+            bounds = split.get("boundaries")
+            if not self.ordered_numbers(bounds, 2):
+                raise self.fail("split.boundaries", f"expected [validation_start, test_start] times, got {bounds!r}")
+            return SplitRule(by="time", boundaries=(float(bounds[0]), float(bounds[1])))
+        fractions = split.get("fractions")
+        if not (isinstance(fractions, list) and len(fractions) == 3 and all(
+                isinstance(share, (int, float)) and share > 0 for share in fractions)
+                and abs(sum(fractions) - 1) < 1e-6):
+            raise self.fail("split.fractions", f"expected [train, validation, test] shares, positive, summing to "
+                                               f"1, got {fractions!r}")
+        return SplitRule(by="fraction", fractions=tuple(float(share) for share in fractions))
+
+
+def assign_groups(column: pd.Series, rule: GroupRule) -> np.ndarray:
+    """[N] int64 index into `rule.names` per row; values neither a group name nor listed go to the default.
+
+    Values are compared as text, so `values: {new: [1]}` matches a column holding 1 (or 1.0, as a CSV column
+    of integers with gaps reads)."""
+    if rule.values is None:
+        lookup = {name: index for index, name in enumerate(rule.names)}
+    else:
+        lookup = {value: rule.names.index(name) for name, listed in rule.values.items() for value in listed}
+    default = rule.names.index(rule.default)
+    codes, uniques = pd.factorize(column)  # [N] index into the distinct values; -1 where empty
+    text = [str(int(value)) if isinstance(value, float) and value.is_integer() else str(value) for value in uniques]
+    group_of_value = np.array([lookup.get(value, default) for value in text] + [default], dtype=np.int64)
+    return group_of_value[codes]  # code -1 picks the trailing default
+
+
+def assign_splits(time: np.ndarray, rule: SplitRule) -> np.ndarray:
+    """[N] int64 index into SPLITS per row, from the time column [N] by the mapping's split rule."""
+    if rule.by == "time":
+        validation_start, test_start = rule.boundaries
+        return (time >= validation_start).astype(np.int64) + (time >= test_start).astype(np.int64)
+    # By fraction: the first rows in time order (ties keep file order) are train, then validation, then test.
+    rank = np.empty(len(time), dtype=np.int64)
+    rank[np.argsort(time, kind="stable")] = np.arange(len(time))
+    cuts = np.round(np.cumsum(rule.fractions[:2]) * len(time)).astype(np.int64)
+    return np.searchsorted(cuts, rank, side="right").astype(np.int64)
+
+
+def table_problems(frame: pd.DataFrame, mapping: TableMapping, file: str) -> list[Problem]:
+    """Every problem of your own log under its mapping: the per-column rules, then empty groups and splits."""
+    problems, numeric = column_problems(frame, file, mapping.column_rules())
+    if numeric is None:
+        return problems
+    groups = assign_groups(frame[mapping.group.column], mapping.group)
+    problems += empty_categories(groups, mapping.group.names, "user group", file, mapping.group.column)
+    splits = assign_splits(numeric[mapping.time], mapping.split)
+    problems += empty_categories(splits, SPLITS, "split", file, mapping.time, details=_split_details(mapping.split))
+    return problems
+
+
+def _split_details(rule: SplitRule) -> list[str]:
+    """Each split's definition, quoted when it is empty."""
+    if rule.by == "fraction":
+        return [f"fraction {_number(share)} of the rows" for share in rule.fractions]
+    validation_start, test_start = (_number(bound) for bound in rule.boundaries)
+    return [f"time < {validation_start}", f"{validation_start} <= time < {test_start}", f"time >= {test_start}"]
+
+
 def validate(path: Path, mapping: Path | None = None) -> list[Problem]:
     """Every problem of a log: KuaiRand (a log CSV or a folder) without `mapping`, your own log with it."""
     if mapping is None:
         return kuairand_problems(Path(path))
-    # table.py builds on this module's rules, so it is imported here rather than at the top.
-    from mfh_cli.data.table import read_mapping_file, table_problems
-
     table_mapping = read_mapping_file(Path(mapping))
     frame, unreadable = read_log(Path(path))
     if unreadable is not None:
         return [unreadable]
     return table_problems(frame, table_mapping, Path(path).name)
+
+
+def _number(value: float) -> str:
+    """A bound as the user wrote it: 1651708800, not 1.65171e+09."""
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _unique(columns: list[str]) -> tuple[str, ...]:
+    """The columns in order, each once."""
+    return tuple(dict.fromkeys(columns))

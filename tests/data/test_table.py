@@ -211,3 +211,11 @@ def test_cached_dataset_is_reused(tmp_path):
     assert len(list((tmp_path / "cache").glob("table-*.pt"))) == 1
     second = load_dataset(cfg, data_dir=tmp_path, cache_dir=tmp_path / "cache")
     assert torch.equal(first.categorical, second.categorical) and first.schema == second.schema
+
+
+def test_group_rule_on_numeric_codes_with_gaps(tmp_path):
+    log = make_log().assign(code=lambda frame: (frame.index % 3 + 1).astype(float))
+    log.loc[4, "code"] = np.nan  # the CSV column reads back as floats 1.0, 2.0, 3.0
+    dataset = load(tmp_path, log, group={"column": "code", "values": {"new": [1], "high": [3]}, "default": "low",
+                                         "names": ["new", "low", "high"]})
+    assert dataset.group.tolist() == [0 if code == 1 else 2 if code == 3 else 1 for code in log["code"]]

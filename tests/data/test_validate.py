@@ -63,7 +63,8 @@ def test_problem_is_one_line_with_rows_and_examples():
     problem = Problem("error", "log.csv", "duration_ms", "negative values (must be >= 0)", 12, [4, 17, 92])
     assert str(problem) == ("error: log.csv: column duration_ms: negative values (must be >= 0): 12 rows "
                             "(e.g. rows 4, 17, 92)")
-    assert str(Problem("warning", "log.csv", "tab", "odd", 1, [3])) == "warning: log.csv: column tab: odd: 1 row (e.g. row 3)"
+    single = Problem("warning", "log.csv", "tab", "odd", 1, [3])
+    assert str(single) == "warning: log.csv: column tab: odd: 1 row (e.g. row 3)"
 
 
 def test_negative_durations_and_play_times(tmp_path):
@@ -270,3 +271,11 @@ def test_cli_clean_file_exits_0(run_mfh, tmp_path):
     result = run_mfh("data", "validate", str(tmp_path / "log.csv"), "--mapping", str(write_mapping(tmp_path)))
     assert result.returncode == 0, result.stderr
     assert "0 error(s), 0 warning(s)" in result.stdout
+
+
+def test_empty_split_names_its_time_boundaries_as_written(tmp_path):
+    log = table_log().assign(ts=lambda frame: 1651000000 + frame.index * 10)
+    found = validate_table(tmp_path, log, split={"by": "time", "boundaries": [1651708800, 1651881600]})
+    assert [problem.rule for problem in found] == [
+        "split 'validation' has no rows (1651708800 <= time < 1651881600)",
+        "split 'test' has no rows (time >= 1651881600)"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import time
@@ -94,11 +95,8 @@ def test_bad_behaviour_for_dataset_is_a_config_error(tmp_path: Path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_leaves_nothing_and_rerun_completes(run_mfh, tmp_path: Path):
-    from tests.conftest import mfh_executable
-    import os
-
-    args = [mfh_executable(), "train", "data.rows=200000", "trainer.max_epochs=50", "trainer.patience=50"]
+def test_interrupted_run_leaves_nothing_and_rerun_completes(run_mfh, mfh_path: str, tmp_path: Path):
+    args = [mfh_path, "train", "data.rows=200000", "trainer.max_epochs=50", "trainer.patience=50"]
     env = {**os.environ, "MFH_RESULTS_DIR": str(tmp_path / "results")}
     process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     time.sleep(8)
