@@ -23,10 +23,12 @@ def simulate_with(*overrides: str) -> Dataset:
 
 
 def column(dataset: Dataset, behaviour: str) -> int:
+    """The label column of a behaviour."""
     return list(dataset.schema.behaviours).index(behaviour)
 
 
 def binomial_tolerance(rate: float, rows: int, sigmas: float = 4.0) -> float:
+    """`sigmas` standard errors of a rate estimated from `rows` independent rows."""
     return sigmas * math.sqrt(rate * (1 - rate) / rows)
 
 
