@@ -5,6 +5,7 @@ Every command takes trailing Hydra overrides (`data=kuairand model=hmtl seed=3`)
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -147,7 +148,11 @@ def train_command(ctx: typer.Context, data_dir: DataDir = None, results_dir: Res
 
 Seeds = Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per variant (default: the "
                                                                   "study's own).")]
-Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes (cores are split).")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, one thread each "
+                                                            "(default: one per core).")]
+
+
+_CORES = os.cpu_count() or 1
 
 
 def _studies(study: str) -> list[str]:
@@ -159,7 +164,7 @@ def _studies(study: str) -> list[str]:
 @app.command("ablate", context_settings=OVERRIDES)
 def ablate_command(ctx: typer.Context,
                    study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all.")],
-                   seeds: Seeds = None, jobs: Jobs = 1, data_dir: DataDir = None, results_dir: ResultsDir = None,
+                   seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None, results_dir: ResultsDir = None,
                    quiet: Quiet = False) -> None:
     """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table."""
     from mfh_cli.report import run_report
@@ -191,7 +196,7 @@ def report_command(study: Annotated[str, typer.Option("--study", "-s", help="A s
 
 
 @app.command("reproduce", context_settings=OVERRIDES)
-def reproduce_command(ctx: typer.Context, seeds: Seeds = None, jobs: Jobs = 2, data_dir: DataDir = None,
+def reproduce_command(ctx: typer.Context, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
                       results_dir: ResultsDir = None, quiet: Quiet = False) -> None:
     """The main job: every study of the paper (and ours) with default seeds, every report, the agreement."""
     from mfh_cli.reproduce import reproduce

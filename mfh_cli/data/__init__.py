@@ -17,10 +17,14 @@ __all__ = ["BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema", "load_dataset"
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema"):
-        from mfh_cli.data import dataset
+    if name in ("BEHAVIOURS", "GROUPS", "SPLITS", "Schema"):
+        from mfh_cli.data import schema
 
-        return getattr(dataset, name)
+        return getattr(schema, name)
+    if name == "Dataset":
+        from mfh_cli.data.dataset import Dataset
+
+        return Dataset
     raise AttributeError(f"module 'mfh_cli.data' has no attribute '{name}'")
 
 

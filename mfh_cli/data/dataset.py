@@ -1,46 +1,20 @@
 """The one dataset interface every later piece uses: encoded tensors, masked labels, groups, splits, schema.
 
+`BEHAVIOURS`, `GROUPS`, `SPLITS` and `Schema` live in the torch-free `schema.py` and are re-exported here.
+
 Shape letters: N rows, C categorical fields, D dense features, L behaviours (label columns).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 
-# Every behaviour the project knows and its kind (SPEC §1, §3): regression trains on squared error, binary on
-# cross-entropy with logits.
-BEHAVIOURS: dict[str, str] = {
-    "cmpl": "regression",
-    "finish": "binary",
-    "skip": "binary",
-    "like": "binary",
-    "share": "binary",
-    "comment": "binary",
-    "follow": "binary",
-}
-GROUPS: tuple[str, ...] = ("new", "low", "high")
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
+from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS, Schema
 
-
-@dataclass(frozen=True)
-class Schema:
-    """What the tensors mean: feature vocabularies, behaviours (label columns, in order) and user groups."""
-
-    categorical: dict[str, int]  # field -> vocabulary size; index 0 is out-of-vocabulary / missing
-    dense: list[str]
-    behaviours: dict[str, str]  # label column -> "regression" | "binary"
-    groups: list[str]  # Dataset.group holds an index into this list
-    name: str = ""
-    notes: list[str] = field(default_factory=list)  # caveats worth printing (e.g. label sparsity)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> Schema:
-        return cls(**values)
+__all__ = ["BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema"]
 
 
 @dataclass
@@ -58,6 +32,12 @@ class Dataset:
     oracle: torch.Tensor | None = None  # [N, L] true expectation per label (simulator only)
 
     TENSORS = ("categorical", "dense", "labels", "label_mask", "group", "split", "user", "oracle")
+
+    @classmethod
+    def from_numpy(cls, schema: Schema, **arrays: np.ndarray | None) -> Dataset:
+        """A dataset over NumPy arrays named as the tensors (shared, not copied: arrays must be writable)."""
+        return cls(schema, **{name: None if values is None else torch.from_numpy(values)
+                              for name, values in arrays.items()})
 
     def __len__(self) -> int:
         return int(self.group.shape[0])
@@ -91,4 +71,5 @@ class Dataset:
 
     @classmethod
     def from_state(cls, state: dict) -> Dataset:
+        """The dataset back from `state()`'s values."""
         return cls(Schema.from_dict(state["schema"]), **{k: state[k] for k in cls.TENSORS})

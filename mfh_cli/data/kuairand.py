@@ -4,6 +4,7 @@ Works on the shared two-week slice and on the official KuaiRand-Pure / 1K / 27K 
 `log_standard_*.csv`, `user_features_*.csv` and `video_features_basic_*.csv` in the folder is read (never
 `video_features_statistic_*`: it averages over the label period). Every vocabulary comes from the train split;
 index 0 is out-of-vocabulary or missing, so users first seen in validation or test are real cold-start users.
+The file patterns, the group rule and the date split are torch-free, in `kuairand_format.py`.
 
 Shape letters: N log rows, C categorical fields, D dense features, L behaviours, U table rows (users or videos).
 """
@@ -17,20 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mfh_cli.data.cache import cached_dataset
-from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, SPLITS, Dataset, Schema
+from mfh_cli.data.dataset import Dataset
 from mfh_cli.data.describe import label_sparsity_notes
-from mfh_cli.errors import ConfigError, DataError
+from mfh_cli.data.encoding import encode, gather, standardise
+from mfh_cli.data.kuairand_format import (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN, log_folder, log_row_groups,
+                                          split_of, split_ranges, user_groups)
+from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS, Schema
+from mfh_cli.errors import DataError
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
 ENCODING_VERSION = 1
-
-LOG_PATTERN = "log_standard_*.csv"
-USER_PATTERN = "user_features_*.csv"
-VIDEO_PATTERN = "video_features_basic_*.csv"
 
 # The log columns read, with their dtypes (no other label column is read: none may become an input).
 LOG_COLUMNS = {
@@ -42,11 +42,6 @@ LOG_COLUMNS = {
 INTERACTIVE_COLUMNS = {"like": "is_like", "share": "is_forward", "comment": "is_comment", "follow": "is_follow"}
 WATCH_BEHAVIOURS = ("cmpl", "finish", "skip")  # masked where duration_ms is 0
 SKIP_MS = 3000
-
-# User groups (SPEC §5): new by activity degree or a registration of at most 30 days; high; the rest low.
-NEW_DEGREES = ("day_new", "2_14_day_new", "30day_retention")
-HIGH_DEGREES = ("full_active", "high_active")
-NEW_REGISTER_DAYS = 30
 
 
 def load_kuairand(data_cfg: DictConfig, directory: Path, cache_dir: Path | None, quiet: bool) -> Dataset:
@@ -63,10 +58,10 @@ def dataset_folder(directory: Path, subdir: str) -> Path:
     if not directory.is_dir():
         raise DataError(f"{directory}: no such directory (give --data-dir or MFH_DATA_DIR; get the data with "
                         f"`mfh data download kuairand-pure`)")
-    for folder in (directory, directory / subdir):
-        if any(folder.glob(LOG_PATTERN)):
-            return folder
-    raise DataError(f"{directory}: no {LOG_PATTERN} here nor in {directory / subdir}")
+    folder = log_folder(directory, subdir)
+    if folder is None:
+        raise DataError(f"{directory}: no {LOG_PATTERN} here nor in {directory / subdir}")
+    return folder
 
 
 def _files(folder: Path, pattern: str) -> list[Path]:
@@ -80,15 +75,15 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
                    quiet: bool) -> Dataset:
     """Read, derive labels, groups and split, encode the inputs (SPEC §5); no cache."""
     started = time.perf_counter()
-    split_ranges = _split_ranges(data_cfg)
+    ranges = split_ranges(data_cfg)
     user_fields, video_fields = list(data_cfg.user_fields), list(data_cfg.video_fields)
     dense_columns = list(data_cfg.dense)
     log = pd.concat([_read_csv(path, LOG_COLUMNS) for path in logs], ignore_index=True)
-    split = _split_of(log["date"].to_numpy(), split_ranges)
+    split = split_of(log["date"].to_numpy(), ranges)
     log, split = log[split >= 0].reset_index(drop=True), split[split >= 0]
     in_train = split == SPLITS.index("train")
     if not in_train.any():
-        raise DataError(f"{logs[0].parent}: no log row falls in the train dates {split_ranges['train']} "
+        raise DataError(f"{logs[0].parent}: no log row falls in the train dates {ranges['train']} "
                         f"(data.split.train)")
 
     user_columns = {"user_id": "int64", "user_active_degree": "str", "register_days": "float64",
@@ -100,7 +95,7 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
     video_row = videos.index.get_indexer(log["video_id"])
 
     labels, label_mask = derive_labels(log)
-    group = _gather(user_groups(users), user_row, missing=GROUPS.index("low"))
+    group = log_row_groups(user_groups(users), user_row)
     # Each field: its values and where they live (the log, or a user / video table column).
     fields = [("user_id", "log", log["user_id"].to_numpy()),
               *((name, "user", users[name]) for name in user_fields),
@@ -117,10 +112,8 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
              f"features unknown"] if missing_users else []
     schema = Schema(categorical=vocabulary, dense=dense_columns, behaviours=dict(BEHAVIOURS), groups=list(GROUPS),
                     name="kuairand", notes=notes)
-    dataset = Dataset(schema, categorical=torch.from_numpy(categorical), dense=torch.from_numpy(dense),
-                      labels=torch.from_numpy(labels), label_mask=torch.from_numpy(label_mask),
-                      group=torch.from_numpy(group), split=torch.from_numpy(split),
-                      user=torch.from_numpy(log["user_id"].to_numpy(copy=True)))
+    dataset = Dataset.from_numpy(schema, categorical=categorical, dense=dense, labels=labels, label_mask=label_mask,
+                                 group=group, split=split, user=log["user_id"].to_numpy(copy=True))
     dataset.schema = replace(schema, notes=notes + label_sparsity_notes(dataset, int(data_cfg.sparse_positives)))
     dataset.check()
     if not quiet:
@@ -146,14 +139,6 @@ def derive_labels(log: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     label_mask[:, [list(BEHAVIOURS).index(name) for name in WATCH_BEHAVIOURS]] = has_duration[:, None]
     labels[~label_mask] = 0.0
     return labels, label_mask
-
-
-def user_groups(users: pd.DataFrame) -> np.ndarray:
-    """[U] index into GROUPS per user-table row: new, then high, else low (SPEC §5)."""
-    degree = users["user_active_degree"]
-    new = (degree.isin(NEW_DEGREES) | (users["register_days"] <= NEW_REGISTER_DAYS)).to_numpy()
-    high = degree.isin(HIGH_DEGREES).to_numpy()
-    return np.select([new, high], [GROUPS.index("new"), GROUPS.index("high")], GROUPS.index("low"))
 
 
 def time_fields(log: pd.DataFrame, duration_edges_s: list[float], logs: list[Path]) -> dict[str, np.ndarray]:
@@ -188,36 +173,15 @@ def encode_fields(fields: list[tuple[str, str, pd.Series | np.ndarray]], table_r
             if source not in table_seen_in_train:
                 table_seen_in_train[source] = _seen(rows[in_train], len(values))
             codes, vocabulary[name] = encode(values, table_seen_in_train[source])
-            codes = _gather(codes, rows, missing=0)
+            codes = gather(codes, rows, missing=0)
         columns.append(codes)
     return np.stack(columns, axis=1), vocabulary
-
-
-def encode(values: pd.Series | np.ndarray, in_train: np.ndarray) -> tuple[np.ndarray, int]:
-    """Codes [len(values)] int64: 1..K for the K distinct values seen where `in_train` (in sorted order), 0 for
-    values never seen there or missing; and the vocabulary size K + 1."""
-    codes, uniques = pd.factorize(values, sort=True)  # -1 for missing
-    seen = np.zeros(len(uniques) + 1, dtype=bool)  # the last slot stands for "missing" (code -1) and stays False
-    seen[codes[in_train]] = True
-    seen[-1] = False
-    remap = np.where(seen, np.cumsum(seen), 0)
-    return remap[codes].astype(np.int64), int(seen.sum()) + 1
 
 
 def dense_features(counts: np.ndarray, user_row: np.ndarray, in_train: np.ndarray) -> np.ndarray:
     """[N, D] float32: log1p of user-table counts [U, D] per log row, standardised on the train rows; 0 where
     the user or the value is missing."""
-    scaled = _gather(np.log1p(np.clip(counts, 0, None)), user_row, missing=np.nan)
-    mean, deviation = np.nanmean(scaled[in_train], axis=0), np.nanstd(scaled[in_train], axis=0)
-    standard = (scaled - mean) / np.where(deviation > 0, deviation, 1.0)
-    return np.nan_to_num(standard, nan=0.0).astype(np.float32)
-
-
-def _gather(per_table_row: np.ndarray, table_row: np.ndarray, missing: float | int) -> np.ndarray:
-    """`per_table_row[table_row]`, with `missing` where table_row is -1 (an id absent from the table)."""
-    padded = np.concatenate([per_table_row, np.full((1, *per_table_row.shape[1:]), missing,
-                                                    dtype=np.result_type(per_table_row, type(missing)))])
-    return padded[table_row]
+    return standardise(gather(np.log1p(np.clip(counts, 0, None)), user_row, missing=np.nan), in_train)
 
 
 def _seen(table_rows: np.ndarray, size: int) -> np.ndarray:
@@ -225,30 +189,6 @@ def _seen(table_rows: np.ndarray, size: int) -> np.ndarray:
     seen = np.zeros(size, dtype=bool)
     seen[table_rows[table_rows >= 0]] = True
     return seen
-
-
-def _split_ranges(data_cfg: DictConfig) -> dict[str, tuple[int, int]]:
-    """data.split as {split: (first, last)} inclusive YYYYMMDD, checked: complete, ordered, disjoint."""
-    ranges = {}
-    for name in SPLITS:
-        bounds = data_cfg.get("split", {}).get(name)
-        if bounds is None or len(bounds) != 2 or int(bounds[0]) > int(bounds[1]):
-            raise ConfigError(f"data.split.{name}: expected [first, last] YYYYMMDD dates, got {bounds}")
-        ranges[name] = (int(bounds[0]), int(bounds[1]))
-    ordered = sorted(ranges.items(), key=lambda item: item[1])
-    for (earlier, (_, end)), (later, (start, _)) in zip(ordered, ordered[1:]):
-        if start <= end:
-            raise ConfigError(f"data.split: {earlier} and {later} date ranges overlap")
-    return ranges
-
-
-def _split_of(dates: np.ndarray, ranges: dict[str, tuple[int, int]]) -> np.ndarray:
-    """[N] int64 index into SPLITS per row; -1 for dates outside every range."""
-    split = np.full(len(dates), -1, dtype=np.int64)
-    for index, name in enumerate(SPLITS):
-        first, last = ranges[name]
-        split[(dates >= first) & (dates <= last)] = index
-    return split
 
 
 def _read_table(paths: list[Path], id_column: str, columns: dict[str, str]) -> pd.DataFrame:

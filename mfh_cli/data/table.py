@@ -18,19 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from mfh_cli.data.cache import cached_dataset
-from mfh_cli.data.dataset import SPLITS, Dataset, Schema
+from mfh_cli.data.dataset import Dataset
 from mfh_cli.data.describe import label_sparsity_notes
-from mfh_cli.data.kuairand import encode
+from mfh_cli.data.encoding import encode, standardise
+from mfh_cli.data.schema import SPLITS, Schema
 from mfh_cli.data.validate import (TableMapping, assign_groups, assign_splits, parse_mapping, read_log,
                                    read_mapping_file, table_problems)
 from mfh_cli.errors import ConfigError, DataError
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2
 DATA_KEYS = ("name", "dir", "mapping", "sparse_positives")  # data-config keys that are not part of the mapping
 
 
@@ -80,10 +80,7 @@ def encode_table(frame: pd.DataFrame, mapping: TableMapping) -> Dataset:
         codes.append(column_codes)
     categorical = np.stack(codes, axis=1)  # [N, C]
 
-    dense = frame[list(mapping.dense)].apply(pd.to_numeric).astype(np.float64)  # [N, D]
-    mean, deviation = dense[in_train].mean(), dense[in_train].std(ddof=0)
-    standard = (dense - mean.fillna(0.0)) / deviation.where(deviation > 0, 1.0).fillna(1.0)
-    dense_values = standard.fillna(0.0).to_numpy(dtype=np.float32, copy=True).reshape(len(frame), len(mapping.dense))
+    dense = frame[list(mapping.dense)].apply(pd.to_numeric).to_numpy(dtype=np.float64, na_value=np.nan)  # [N, D]
 
     raw_labels = np.stack([pd.to_numeric(frame[label.column]).to_numpy(dtype=np.float64, na_value=np.nan)
                            for label in mapping.labels], axis=1)  # [N, L]
@@ -91,12 +88,10 @@ def encode_table(frame: pd.DataFrame, mapping: TableMapping) -> Dataset:
     schema = Schema(categorical=vocabulary, dense=list(mapping.dense),
                     behaviours={label.behaviour: label.kind for label in mapping.labels},
                     groups=list(mapping.group.names), name="table")
-    dataset = Dataset(schema, categorical=torch.from_numpy(categorical),
-                      dense=torch.from_numpy(dense_values),
-                      labels=torch.from_numpy(np.where(label_mask, raw_labels, 0.0).astype(np.float32)),
-                      label_mask=torch.from_numpy(label_mask),
-                      group=torch.from_numpy(assign_groups(frame[mapping.group.column], mapping.group)),
-                      split=torch.from_numpy(split),
-                      user=torch.from_numpy(pd.factorize(frame[mapping.user])[0].astype(np.int64)))
+    dataset = Dataset.from_numpy(schema, categorical=categorical, dense=standardise(dense, in_train),
+                                 labels=np.where(label_mask, raw_labels, 0.0).astype(np.float32),
+                                 label_mask=label_mask,
+                                 group=assign_groups(frame[mapping.group.column], mapping.group), split=split,
+                                 user=pd.factorize(frame[mapping.user])[0].astype(np.int64))
     dataset.check()
     return dataset

@@ -3,7 +3,8 @@
 The rules are small vectorised functions over one column each (types, NaN, ranges, binary values, duplicates,
 empty groups and splits), shared by the KuaiRand check and by your own log's check. Your own log's mapping (which
 column plays which part, conf/data/table.yaml) is parsed here too, so that checking needs no torch; the table
-loader (`table.py`) runs the same checks, so training never starts on a bad log.
+loader (`table.py`) runs the same checks, so training never starts on a bad log. Nothing here imports torch
+(KuaiRand's groups and date split come from `kuairand_format.py`), so checking a log starts fast.
 
 Shape letters: N log rows, U user-table rows.
 """
@@ -20,8 +21,9 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mfh_cli.config import CONF_DIR
-from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, SPLITS
-from mfh_cli.data.kuairand import LOG_PATTERN, USER_PATTERN, user_groups
+from mfh_cli.data.kuairand_format import (ABSENT_USER_GROUP, LOG_PATTERN, USER_PATTERN, log_folder, log_row_groups,
+                                          split_of, split_ranges, user_groups)
+from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS
 from mfh_cli.errors import ConfigError
 
 EXAMPLE_ROWS = 3  # row numbers quoted per problem
@@ -193,7 +195,7 @@ def kuairand_problems(path: Path) -> list[Problem]:
         return [Problem("error", str(path), None, "unreadable (no such file or directory)")]
     folder = path.parent
     if path.is_dir():
-        folder = next((place for place in (path, path / defaults.subdir) if any(place.glob(LOG_PATTERN))), None)
+        folder = log_folder(path, defaults.subdir)
         if folder is None:
             return [Problem("error", str(path), None, f"no {LOG_PATTERN} here nor in {defaults.subdir}/")]
     logs = sorted(folder.glob(LOG_PATTERN)) if path.is_dir() else [path]
@@ -213,17 +215,16 @@ def kuairand_problems(path: Path) -> list[Problem]:
         dates.append(numeric["date"])
         if users is not None:
             user_row = users.index.get_indexer(frame["user_id"])  # [N] -1 where absent from the user table
-            # Like the loader: a user missing from the table is in the low group.
-            groups.append(np.where(user_row >= 0, users.to_numpy()[user_row], GROUPS.index("low")))
+            groups.append(log_row_groups(users.to_numpy(), user_row))  # as the loader groups them
             absent = rows_problem(user_row < 0, log.name, "user_id", f"users missing from {user_tables[0].name} "
-                                  "(grouped low)", level="warning")
+                                  f"(grouped {GROUPS[ABSENT_USER_GROUP]})", level="warning")
             problems += [absent] if absent else []
     if not dates:
         return problems
     where = logs[0].name if len(logs) == 1 else f"{folder.name}/{LOG_PATTERN}"
-    ranges = [(int(defaults.split[name][0]), int(defaults.split[name][1])) for name in SPLITS]
-    problems += empty_categories(_date_split(np.concatenate(dates), ranges), SPLITS, "split", where, "date",
-                                 details=[f"dates {first}-{last}" for first, last in ranges])
+    ranges = split_ranges(defaults)
+    problems += empty_categories(split_of(np.concatenate(dates), ranges), SPLITS, "split", where, "date",
+                                 details=[f"dates {first}-{last}" for first, last in ranges.values()])
     if groups:
         problems += empty_categories(np.concatenate(groups), GROUPS, "user group", where, "user_active_degree")
     return problems
@@ -246,14 +247,6 @@ def _kuairand_users(tables: list[Path]) -> tuple[pd.Series | None, list[Problem]
         return None, problems
     users = pd.concat(frames, ignore_index=True).drop_duplicates("user_id")  # a user in two tables: first wins
     return pd.Series(user_groups(users), index=pd.Index(users["user_id"])), problems
-
-
-def _date_split(dates: np.ndarray, ranges: list[tuple[int, int]]) -> np.ndarray:
-    """[N] index into SPLITS per row by inclusive YYYYMMDD ranges; -1 outside every range."""
-    split = np.full(len(dates), -1, dtype=np.int64)
-    for index, (first, last) in enumerate(ranges):
-        split[(dates >= first) & (dates <= last)] = index
-    return split
 
 
 # Your own log: the mapping of its columns (conf/data/table.yaml) and its checks.

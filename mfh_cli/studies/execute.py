@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mfh_cli.config import compose
 from mfh_cli.engine.run import train
 from mfh_cli.errors import MfhError, RunError
+from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
 from mfh_cli.studies.spec import Study, load_study
 
@@ -35,12 +36,23 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
            data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
            force: bool = False) -> list[StudyOutcome]:
     """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv."""
+    launcher = [item for item in overrides if is_launcher_override(item)]
+    overrides = [item for item in overrides if not is_launcher_override(item)]
     studies = [load_study(name) for name in names]
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     pending = [run for run in unique.values()
                if force or not (results_dir / "runs" / run.run_id / "metrics.json").is_file()]
-    failures = execute(pending, jobs, data_dir, results_dir, quiet, force)
+    failures: list[tuple[PlannedRun, str]] = []
+    if launcher:  # Hydra's launcher plugins dispatch the runs (see studies/launch.py)
+        waiting = {run.run_id for run in pending}
+        for study in studies:
+            mine = [run for run in planned[study.name] if run.run_id in waiting]
+            launch(study.name, planned[study.name], mine, seeds or study.seeds, overrides, launcher, data_dir,
+                   results_dir)
+            waiting -= {run.run_id for run in mine}
+    else:
+        failures = execute(pending, jobs, data_dir, results_dir, quiet, force)
     if failures:
         lines = "; ".join(f"{run.variant} seed {run.seed} ({run.grid}): {message}" for run, message in failures)
         raise MfhError(f"{len(failures)} run(s) failed, runs.csv not written (rerun to retry them): {lines}")
@@ -59,7 +71,9 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
     failures: list[tuple[PlannedRun, str]] = []
     if not pending:
         return failures
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    # One thread per run whatever --jobs is: thread count changes float reduction order, and the numbers must
+    # not depend on how a sweep was executed (a user's trainer.threads override still wins).
+    threads = 1
     with _progress(quiet) as progress:
         task = progress.add_task("runs", total=len(pending)) if progress else None
 
@@ -84,7 +98,7 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
 def train_one(overrides: Sequence[str], threads: int, data_dir: Path | None, results_dir: Path,
               force: bool) -> str | None:
     """Train one planned run (also the worker-process entry); returns the error message of a failed run."""
-    cfg = compose([*overrides, f"trainer.threads={threads}"])
+    cfg = compose([f"trainer.threads={threads}", *overrides])
     try:
         train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=True)
     except RunError as error:

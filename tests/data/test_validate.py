@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -279,3 +282,34 @@ def test_empty_split_names_its_time_boundaries_as_written(tmp_path):
     assert [problem.rule for problem in found] == [
         "split 'validation' has no rows (1651708800 <= time < 1651881600)",
         "split 'test' has no rows (time >= 1651881600)"]
+
+
+# Checking a log must not load torch (slow to import): run it in a fresh interpreter and look at what it loaded.
+TORCH_FREE_CHECK = """
+import json, sys
+from mfh_cli.data.validate import validate
+problems = validate(*sys.argv[1:])
+print(json.dumps({"errors": [str(p) for p in problems if p.level == "error"], "torch": "torch" in sys.modules}))
+"""
+
+
+def validate_in_fresh_interpreter(*args: Path) -> dict:
+    result = subprocess.run([sys.executable, "-c", TORCH_FREE_CHECK, *map(str, args)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_validating_the_real_slice_log_does_not_import_torch(kuairand_dir):
+    log = next(kuairand_dir.glob("log_standard_*.csv"))
+    outcome = validate_in_fresh_interpreter(log)
+    assert outcome == {"errors": [], "torch": False}
+
+
+def test_validating_a_bad_log_with_a_mapping_does_not_import_torch(tmp_path):
+    log = table_log()
+    log.loc[[4], "saved"] = 2
+    log.to_csv(tmp_path / "log.csv", index=False)
+    outcome = validate_in_fresh_interpreter(tmp_path / "log.csv", write_mapping(tmp_path))
+    assert outcome["torch"] is False
+    assert len(outcome["errors"]) == 1 and "column saved" in outcome["errors"][0]

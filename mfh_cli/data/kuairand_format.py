@@ -1,0 +1,72 @@
+"""The KuaiRand files' layout and the derivations that need no torch (SPEC §5): where the logs are, each user's
+group and each row's split by date.
+
+Shared by the loader (`kuairand.py`) and `mfh data validate` (`validate.py`), which must not import torch.
+Shape letters: N log rows, U user-table rows.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from mfh_cli.data.encoding import gather
+from mfh_cli.data.schema import GROUPS, SPLITS
+from mfh_cli.errors import ConfigError
+
+LOG_PATTERN = "log_standard_*.csv"
+USER_PATTERN = "user_features_*.csv"
+VIDEO_PATTERN = "video_features_basic_*.csv"
+
+# User groups (SPEC §5): new by activity degree or a registration of at most 30 days; high; the rest low.
+NEW_DEGREES = ("day_new", "2_14_day_new", "30day_retention")
+HIGH_DEGREES = ("full_active", "high_active")
+NEW_REGISTER_DAYS = 30
+ABSENT_USER_GROUP = GROUPS.index("low")  # a log user missing from the user table: nothing says new or high
+
+
+def log_folder(directory: Path, subdir: str) -> Path | None:
+    """`directory` itself when it holds KuaiRand logs, else `directory/subdir` when that does, else None."""
+    return next((folder for folder in (directory, directory / subdir) if any(folder.glob(LOG_PATTERN))), None)
+
+
+def user_groups(users: pd.DataFrame) -> np.ndarray:
+    """[U] index into GROUPS per user-table row (columns user_active_degree, register_days): new, then high,
+    else low (SPEC §5)."""
+    degree = users["user_active_degree"]
+    new = (degree.isin(NEW_DEGREES) | (users["register_days"] <= NEW_REGISTER_DAYS)).to_numpy()
+    high = degree.isin(HIGH_DEGREES).to_numpy()
+    return np.select([new, high], [GROUPS.index("new"), GROUPS.index("high")], ABSENT_USER_GROUP)
+
+
+def log_row_groups(user_group: np.ndarray, user_row: np.ndarray) -> np.ndarray:
+    """[N] index into GROUPS per log row, from each user-table row's group [U] and each log row's position in the
+    user table [N] (-1 for a user absent from it: ABSENT_USER_GROUP)."""
+    return gather(user_group, user_row, missing=ABSENT_USER_GROUP)
+
+
+def split_ranges(data_cfg: DictConfig) -> dict[str, tuple[int, int]]:
+    """data.split as {split: (first, last)} inclusive YYYYMMDD, checked: complete, ordered, disjoint."""
+    ranges = {}
+    for name in SPLITS:
+        bounds = data_cfg.get("split", {}).get(name)
+        if bounds is None or len(bounds) != 2 or int(bounds[0]) > int(bounds[1]):
+            raise ConfigError(f"data.split.{name}: expected [first, last] YYYYMMDD dates, got {bounds}")
+        ranges[name] = (int(bounds[0]), int(bounds[1]))
+    ordered = sorted(ranges.items(), key=lambda item: item[1])
+    for (earlier, (_, end)), (later, (start, _)) in zip(ordered, ordered[1:]):
+        if start <= end:
+            raise ConfigError(f"data.split: {earlier} and {later} date ranges overlap")
+    return ranges
+
+
+def split_of(dates: np.ndarray, ranges: dict[str, tuple[int, int]]) -> np.ndarray:
+    """[N] int64 index into SPLITS per row of `dates` [N] (YYYYMMDD) by `split_ranges`; -1 outside every range."""
+    split = np.full(len(dates), -1, dtype=np.int64)
+    for index, name in enumerate(SPLITS):
+        first, last = ranges[name]
+        split[(dates >= first) & (dates <= last)] = index
+    return split

@@ -1,0 +1,44 @@
+"""What a dataset's tensors mean, without torch: behaviours, user groups, splits and the `Schema` dataclass.
+
+Torch-free so that `mfh data validate` and other checks can use the names without loading torch;
+`mfh_cli.data.dataset` re-exports them next to `Dataset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+# Every behaviour the project knows and its kind (SPEC §1, §3): regression trains on squared error, binary on
+# cross-entropy with logits.
+BEHAVIOURS: dict[str, str] = {
+    "cmpl": "regression",
+    "finish": "binary",
+    "skip": "binary",
+    "like": "binary",
+    "share": "binary",
+    "comment": "binary",
+    "follow": "binary",
+}
+GROUPS: tuple[str, ...] = ("new", "low", "high")
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """What the tensors mean: feature vocabularies, behaviours (label columns, in order) and user groups."""
+
+    categorical: dict[str, int]  # field -> vocabulary size; index 0 is out-of-vocabulary / missing
+    dense: list[str]
+    behaviours: dict[str, str]  # label column -> "regression" | "binary"
+    groups: list[str]  # Dataset.group holds an index into this list
+    name: str = ""
+    notes: list[str] = field(default_factory=list)  # caveats worth printing (e.g. label sparsity)
+
+    def to_dict(self) -> dict:
+        """Plain values (what the cache stores)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Schema:
+        """The schema back from `to_dict`'s values."""
+        return cls(**values)

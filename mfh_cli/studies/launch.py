@@ -1,0 +1,79 @@
+"""Scale-out through Hydra's launcher plugins (joblib, submitit_slurm, ray), not a launcher of our own.
+
+`mfh ablate --study S hydra/launcher=joblib [hydra.launcher.n_jobs=4]` starts this Hydra app in multirun mode
+with one job per pending run (`index=i,j,...`); each job re-plans the study (deterministic) and trains its run
+in a fresh `mfh train` process. Finished runs land in the shared results directory, so `mfh ablate` collects
+them exactly as if it had trained them itself. On a cluster (submitit_slurm, ray) the results directory must be
+on a file system every node sees.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig
+
+from mfh_cli.errors import MfhError
+from mfh_cli.studies.plan import PlannedRun
+
+
+@dataclass
+class LaunchJob:
+    """One job of the sweep: the study, which of its planned runs, and where results go."""
+
+    study: str = MISSING
+    index: int = MISSING
+    seeds: int = 3
+    overrides: list[str] = field(default_factory=list)
+    results_dir: str = "results"
+    data_dir: str | None = None
+
+
+ConfigStore.instance().store(name="launch", node=LaunchJob)
+
+
+@hydra.main(version_base=None, config_name="launch")
+def job(cfg: DictConfig) -> None:
+    """Train planned run `cfg.index` of `cfg.study` in a fresh process (any launcher can run this)."""
+    from mfh_cli.studies.plan import plan
+    from mfh_cli.studies.spec import load_study
+
+    run = plan(load_study(cfg.study), list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
+    command = [sys.executable, "-m", "mfh_cli", "train", *run.overrides, "--quiet",
+               "--results-dir", cfg.results_dir]
+    if cfg.data_dir:
+        command += ["--data-dir", cfg.data_dir]
+    subprocess.run(command, check=True)
+
+
+def is_launcher_override(item: str) -> bool:
+    """Overrides meant for Hydra's launcher rather than for the runs."""
+    return item.startswith(("hydra/", "hydra.", "+hydra"))
+
+
+def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds: int, overrides: Sequence[str],
+           launcher: Sequence[str], data_dir: Path | None, results_dir: Path) -> None:
+    """Dispatch `pending` runs of one study through the Hydra launcher named in `launcher` overrides."""
+    if not pending:
+        return
+    indices = ",".join(str(runs.index(run)) for run in pending)
+    quoted = ",".join('"' + item.replace('"', '\\"') + '"' for item in overrides)
+    command = [sys.executable, "-m", "mfh_cli.studies.launch", "--multirun", *launcher, f"study={study}",
+               f"seeds={seeds}", f"overrides=[{quoted}]", f"index={indices}",
+               f"results_dir={results_dir.resolve()}", f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
+    if data_dir is not None:
+        command.append(f"data_dir={Path(data_dir).resolve()}")
+    finished = subprocess.run(command)
+    if finished.returncode != 0:
+        raise MfhError(f"the Hydra launcher ({' '.join(launcher)}) exited with {finished.returncode}; finished "
+                       "runs are kept: rerun the same command to retry the rest")
+
+
+if __name__ == "__main__":
+    job()

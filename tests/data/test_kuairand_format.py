@@ -1,0 +1,57 @@
+"""KuaiRand's torch-free rules (SPEC §5): log folder lookup, user groups, date ranges and the split per row."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from mfh_cli.data.kuairand_format import log_folder, log_row_groups, split_of, split_ranges, user_groups
+from mfh_cli.data.schema import GROUPS, SPLITS
+from mfh_cli.errors import ConfigError
+
+SPLIT = {"train": [20220425, 20220504], "validation": [20220505, 20220506], "test": [20220507, 20220508]}
+
+
+def test_log_folder_is_the_directory_or_its_subdir(tmp_path):
+    assert log_folder(tmp_path, "kuairand-pure") is None
+    (tmp_path / "kuairand-pure").mkdir()
+    (tmp_path / "kuairand-pure" / "log_standard_x.csv").write_text("user_id\n")
+    assert log_folder(tmp_path, "kuairand-pure") == tmp_path / "kuairand-pure"
+    (tmp_path / "log_standard_y.csv").write_text("user_id\n")
+    assert log_folder(tmp_path, "kuairand-pure") == tmp_path
+
+
+def test_user_groups_by_degree_and_registration_days():
+    users = pd.DataFrame({
+        "user_active_degree": ["30day_retention", "middle_active", "middle_active", "high_active", "full_active",
+                               "UNKNOWN"],
+        "register_days": [400, 30, 31, 400, 12, np.nan]})
+    # 30 days or fewer is new whatever the degree; a missing registration is not new.
+    expected = ["new", "new", "low", "high", "new", "low"]
+    assert [GROUPS[index] for index in user_groups(users)] == expected
+
+
+def test_log_rows_of_users_absent_from_the_table_are_low():
+    user_group = np.array([GROUPS.index("high"), GROUPS.index("new")])
+    groups = log_row_groups(user_group, np.array([1, -1, 0, 1]))
+    assert [GROUPS[index] for index in groups] == ["new", "low", "high", "new"]
+    assert groups.dtype == np.int64
+
+
+def test_split_of_dates_inclusive_ranges_and_outside():
+    ranges = split_ranges(OmegaConf.create({"split": SPLIT}))
+    dates = np.array([20220424, 20220425, 20220504, 20220505, 20220506, 20220507, 20220508, 20220509])
+    assert split_of(dates, ranges).tolist() == [-1, 0, 0, 1, 1, 2, 2, -1]
+    assert list(ranges) == list(SPLITS)
+
+
+@pytest.mark.parametrize("split, message", [
+    ({**SPLIT, "test": [20220506, 20220508]}, "validation and test date ranges overlap"),
+    ({**SPLIT, "train": [20220504, 20220425]}, "data.split.train: expected"),
+    ({"train": SPLIT["train"], "test": SPLIT["test"]}, "data.split.validation: expected"),
+])
+def test_bad_split_ranges_are_config_errors(split, message):
+    with pytest.raises(ConfigError, match=message):
+        split_ranges(OmegaConf.create({"split": split}))
