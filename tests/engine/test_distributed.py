@@ -13,7 +13,7 @@ import pytest
 
 # BatchNorm off: with it on, each rank normalises with its own half-batch statistics (as DDP without
 # SyncBatchNorm), so the two runs differ by more than float noise.
-CONFIG = ["data.rows=6000", "trainer=smoke", "trainer.max_epochs=2", "model.batch_norm=false",
+CONFIG = ["data.rows=6000", "trainer=smoke", "trainer.max_epochs=2", "model.dense.batch_norm=none",
           "trainer.threads=1", "--quiet", "--format", "json"]
 
 
