@@ -1,0 +1,1 @@
+"""Reusable model parts: dense banks, embeddings, experts, gates, switchers, towers, the bias tower."""

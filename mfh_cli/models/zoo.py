@@ -1,0 +1,142 @@
+"""The nine models as compositions of parts, built from `cfg.model` (conf/model/*.yaml) and `cfg.size`.
+
+Every model is: input (embeddings + dense, or a given width) → `TaskForest` (level 0 + trees) → `Towers`
+(+ a `BiasTower` for biasnet). The YAML chooses the trees, the switcher of each level, the towers per group
+and the bias tower, so a new variant is a YAML file. Shape letters: B rows, C categorical fields, D dense
+features, F input width, T tasks, Tb behaviours.
+"""
+
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from torch import nn
+
+from mfh_cli.data.dataset import Schema
+from mfh_cli.errors import ConfigError
+from mfh_cli.models.parts.bias import BiasTower
+from mfh_cli.models.parts.dense import DenseOptions
+from mfh_cli.models.parts.embeddings import FeatureEmbedding
+from mfh_cli.models.parts.switchers import SwitcherSpec
+from mfh_cli.models.parts.towers import Towers
+from mfh_cli.models.trees import TaskForest, parse_tree
+
+FACETS = ("behaviour", "group")  # canonical order: task t = behaviour·G + group, named <behaviour>_<group>
+SHARED_TOWER = "all"  # the towers key of a model without the group facet (one tower per behaviour)
+
+
+class MultiTaskModel(nn.Module):
+    """`model(categorical [B, C], dense [B, D], group [B]) → [B, Tb]` raw outputs (logit or value) of the task
+    grid's behaviours, read from each row's own group's towers (ARCHITECTURE.md "Model contract")."""
+
+    def __init__(self, name: str, behaviours: list[str], kinds: list[str], groups: list[str], input_dim: int,
+                 embedding: FeatureEmbedding | None, forest: TaskForest, towers: Towers, bias: BiasTower | None):
+        super().__init__()
+        self.name, self.behaviours, self.kinds, self.groups = name, behaviours, kinds, groups
+        self.input_dim = input_dim  # F, the width forward_features takes
+        self.embedding, self.forest, self.towers, self.bias = embedding, forest, towers, bias
+
+    @property
+    def tasks(self) -> list[str]:
+        """Task names `<behaviour>_<group>` (behaviour-major), or the behaviours for a model without groups."""
+        if not self.towers.grouped:
+            return list(self.behaviours)
+        return [f"{behaviour}_{group}" for behaviour in self.behaviours for group in self.groups]
+
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        if self.embedding is None:
+            raise RuntimeError("this model was built with input_dim: call forward_features(x, group)")
+        return self.forward_features(self.embedding(categorical, dense), group)
+
+    def forward_features(self, x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+        """x [B, F] (after the embedding layer), group [B] → [B, Tb]."""
+        outputs = self.towers(self.forest(x), group)
+        if self.bias is not None:
+            outputs = outputs + self.bias(group)
+        return outputs
+
+
+def _plain(node):
+    """A config node as plain Python values (other values unchanged)."""
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, (DictConfig, ListConfig)) else node
+
+
+def _sizes(value, where: str) -> list[int]:
+    value = _plain(value)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(size, int) and size > 0 for size in value):
+        raise ConfigError(f"{where} must be a list of positive layer sizes (e.g. [128, 64]), got {value}")
+    return value
+
+
+def _switcher(node, where: str) -> SwitcherSpec:
+    values = _plain(node)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where} must be a switcher mapping (kind, layers, ...), got {values}")
+    known = {"kind", "layers", "experts_per_branch", "shared_experts", "gate", "gate_hidden"}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{where} has unknown key(s) {', '.join(unknown)}: expected {', '.join(sorted(known))}")
+    if "kind" not in values or "layers" not in values:
+        raise ConfigError(f"{where} needs `kind` and `layers`")
+    layers = values["layers"]
+    if not isinstance(layers, list):
+        raise ConfigError(f"{where}.layers must be a list of expert layer-size lists, e.g. [[256], [128]]")
+    return SwitcherSpec(kind=values["kind"], layers=[_sizes(sizes, f"{where}.layers") for sizes in layers],
+                        experts_per_branch=int(values.get("experts_per_branch", 0)),
+                        shared_experts=int(values.get("shared_experts", 1)), gate=values.get("gate", "softmax"),
+                        gate_hidden=_sizes(values.get("gate_hidden"), f"{where}.gate_hidden"))
+
+
+def _tower_sizes(towers, groups: list[str], grouped: bool) -> dict[str, list[int]]:
+    towers = _plain(towers) or {}
+    if not isinstance(towers, dict):
+        raise ConfigError(f"model.towers must map user group -> layer sizes, got {towers}")
+    if not grouped:
+        if SHARED_TOWER not in towers:
+            raise ConfigError(f"model.towers needs key '{SHARED_TOWER}': this model has no user-group facet")
+        return {SHARED_TOWER: _sizes(towers[SHARED_TOWER], f"model.towers.{SHARED_TOWER}")}
+    missing = [group for group in groups if group not in towers and SHARED_TOWER not in towers]
+    if missing:
+        raise ConfigError(f"model.towers has no sizes for user group(s) {', '.join(missing)} (nor '{SHARED_TOWER}')")
+    return {group: _sizes(towers.get(group, towers.get(SHARED_TOWER)), f"model.towers.{group}") for group in groups}
+
+
+def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -> MultiTaskModel:
+    """The model `cfg.model` at sizes `cfg.size` for the task grid `cfg.tasks.behaviours` × `schema.groups`.
+
+    With `input_dim`, no embeddings: the model takes a dense input of that width (`forward_features`).
+    """
+    model = cfg.model
+    behaviours = list(cfg.tasks.behaviours)
+    unknown = [name for name in behaviours if name not in schema.behaviours]
+    if unknown:
+        raise ConfigError(f"tasks.behaviours: {', '.join(unknown)} not in the dataset's behaviours "
+                          f"({', '.join(schema.behaviours)})")
+    trees = [str(tree) for tree in _plain(model.trees)]
+    used = {facet for tree in trees for level in parse_tree(tree) for facet in level}
+    if not used <= set(FACETS) or "behaviour" not in used:
+        raise ConfigError(f"model.trees {trees}: facets are behaviour and group, and behaviour is required")
+    grouped = "group" in used
+    facet_values = {"behaviour": behaviours, **({"group": list(schema.groups)} if grouped else {})}
+    dense = model.dense
+    options = DenseOptions.from_config(dense.activation, str(dense.batch_norm), dense.dropout)
+
+    if input_dim is None:
+        embedding = FeatureEmbedding(list(schema.categorical.values()), len(schema.dense), int(cfg.size.embedding_dim))
+        width = embedding.output_dim
+    else:
+        embedding, width = None, int(input_dim)
+    if width < 1:
+        raise ConfigError(f"the model input has width {width}: the dataset has no features (or --input-dim < 1)")
+    levels = [_switcher(node, f"model.levels[{index}]") for index, node in enumerate(model.levels)]
+    level0, branch_mlp = _sizes(model.level0, "model.level0"), _sizes(model.branch_mlp, "model.branch_mlp")
+    forest = TaskForest(width, facet_values, level0, trees, levels, branch_mlp, options)
+    towers = Towers(forest.output_dim, len(behaviours), _tower_sizes(model.towers, schema.groups, grouped), options,
+                    grouped)
+    bias_sizes = _sizes(model.get("bias_tower"), "model.bias_tower")
+    bias = BiasTower(len(schema.groups), len(behaviours), bias_sizes, options) if bias_sizes else None
+    kinds = [schema.behaviours[name] for name in behaviours]
+    return MultiTaskModel(str(model.name), behaviours, kinds, list(schema.groups), width, embedding, forest, towers,
+                          bias)

@@ -1,0 +1,145 @@
+"""The nine models: shapes on both task grids, own-group readout, and the relations between models (SPEC §2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mfh_cli.errors import ConfigError
+from mfh_cli.models import build_model
+from model_helpers import MODELS, TINY, batch, config
+
+
+def test_the_nine_models_of_the_spec_have_a_config_file():
+    assert set(MODELS) >= {"mfh", "hmtl", "heter_abl", "flat", "biasnet", "shared_bottom", "mmoe", "cgc", "ple"}
+
+
+@pytest.mark.parametrize("tasks, behaviours", [("play", ["cmpl", "finish", "skip"]),
+                                               ("interactive", ["like", "share", "comment", "follow"])])
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_gives_one_output_per_behaviour_and_trains_every_parameter(schema, name, tasks, behaviours):
+    torch.manual_seed(0)
+    model = build_model(config(f"model={name}", f"tasks={tasks}"), schema)
+    assert model.behaviours == behaviours and model.groups == ["new", "low", "high"]
+    assert model.kinds == [schema.behaviours[behaviour] for behaviour in behaviours]
+    categorical, dense, group = batch(schema, 48)
+    outputs = model(categorical, dense, group)
+    assert outputs.shape == (48, len(behaviours)) and torch.isfinite(outputs).all()
+    (outputs * torch.randn_like(outputs)).sum().backward()
+    without_gradient = [key for key, parameter in model.named_parameters()
+                        if parameter.grad is None or not parameter.grad.abs().sum() > 0]
+    assert without_gradient == []
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_paper_size_models_take_a_given_input_width(schema, name):
+    model = build_model(config(f"model={name}", "size=paper", "tasks=interactive"), schema, input_dim=24)
+    assert model.embedding is None
+    assert model.forward_features(torch.randn(8, 24), torch.arange(8) % 3).shape == (8, 4)
+
+
+def test_task_names_follow_the_grid(schema):
+    assert build_model(config("model=mfh"), schema).tasks == [
+        f"{behaviour}_{group}" for behaviour in ("cmpl", "finish", "skip") for group in ("new", "low", "high")]
+    assert build_model(config("model=biasnet"), schema).tasks == ["cmpl", "finish", "skip"]
+
+
+def tower_gradient_norms(model, group_index: int, schema) -> dict[str, float]:
+    categorical, dense, _ = batch(schema, 6)
+    group = torch.full((6,), group_index)
+    model.zero_grad()
+    model(categorical, dense, group).sum().backward()
+    return {name: sum(float(parameter.grad.abs().sum()) for parameter in bank.parameters()
+                      if parameter.grad is not None) for name, bank in model.towers.banks.items()}
+
+
+@pytest.mark.parametrize("name", ["mfh", "hmtl", "flat", "heter_abl", "mmoe"])
+def test_rows_of_group_new_train_only_the_new_towers(schema, name):
+    model = build_model(config(f"model={name}"), schema)
+    norms = tower_gradient_norms(model, schema.groups.index("new"), schema)
+    assert norms["new"] > 0
+    assert norms["low"] == 0 and norms["high"] == 0
+
+
+def test_rows_are_read_from_their_own_groups_towers(schema):
+    torch.manual_seed(0)
+    model = build_model(config("model=mfh"), schema).eval()
+    categorical, dense, _ = batch(schema, 1)
+    with torch.no_grad():
+        outputs = {group: model(categorical, dense, torch.tensor([group])) for group in range(3)}
+        with_low_changed = {}
+        for parameter in model.towers.banks["low"].parameters():
+            parameter.add_(0.5)
+        for group in range(3):
+            with_low_changed[group] = model(categorical, dense, torch.tensor([group]))
+    assert torch.equal(outputs[0], with_low_changed[0]) and torch.equal(outputs[2], with_low_changed[2])
+    assert not torch.equal(outputs[1], with_low_changed[1])
+
+
+def test_hmtl_equals_mfh_restricted_to_one_tree(schema):
+    """MFH with hmtl's weights on its first tree and zero level-2 experts on its second tree is hmtl."""
+    torch.manual_seed(0)
+    overrides = ["model.dense.batch_norm=none"]
+    hmtl = build_model(config("model=hmtl", *overrides), schema)
+    mfh = build_model(config("model=mfh", *overrides), schema)
+    mfh_parameters = dict(mfh.named_parameters())
+    with torch.no_grad():
+        for name, parameter in hmtl.named_parameters():
+            target = mfh_parameters[name]
+            tree_one = parameter.shape[0]
+            target[:tree_one] = parameter  # stacked switchers: tree 1's copies come first
+            if tree_one != target.shape[0]:
+                is_last_level = name.startswith(f"forest.stages.{len(mfh.forest.stages) - 1}.")
+                target[tree_one:] = 0.0 if is_last_level else target[tree_one:]
+    categorical, dense, group = batch(schema, 30)
+    assert torch.allclose(mfh(categorical, dense, group), hmtl(categorical, dense, group), atol=1e-6)
+
+
+def test_heter_abl_gives_every_group_the_high_activity_towers(schema):
+    heter = build_model(config("model=heter_abl"), schema)
+    mfh = build_model(config("model=mfh"), schema)
+    high = [tuple(parameter.shape) for parameter in mfh.towers.banks["high"].parameters()]
+    for group in ("new", "low", "high"):
+        assert [tuple(parameter.shape) for parameter in heter.towers.banks[group].parameters()] == high
+    assert [tuple(p.shape) for p in mfh.towers.banks["new"].parameters()] != high
+
+
+def test_biasnet_outputs_depend_on_the_group_only_through_the_bias_tower(schema):
+    torch.manual_seed(0)
+    model = build_model(config("model=biasnet"), schema).eval()
+    categorical, dense, _ = batch(schema, 1)
+    rows = (categorical.repeat(3, 1), dense.repeat(3, 1), torch.arange(3))
+    with torch.no_grad():
+        outputs = model(*rows)
+        bias = model.bias(rows[2])
+        assert not torch.allclose(outputs[0], outputs[1])
+        assert torch.allclose(outputs - bias, (outputs - bias)[0].expand(3, -1), atol=1e-6)
+        last = model.bias.mlp.layers[-1].linear
+        last.weight.zero_(), last.bias.zero_()
+        unbiased = model(*rows)
+    assert torch.allclose(unbiased, unbiased[0].expand(3, -1), atol=1e-6)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.trees=[behaviour/region]", "facets are behaviour and group"),
+    ("model.trees=[behaviour/group/behaviour]", "exactly once"),
+    ("size.switchers.level1.kind=moe", "model.levels\\[0\\].kind 'moe'"),
+    ("model.towers.new=[0]", "model.towers.new"),
+    ("model.dense.batch_norm=batch", "model.dense.batch_norm"),
+    ("model.trees=[group/behaviour,behaviour+group]", "same number of levels"),
+])
+def test_bad_model_configs_are_one_line_config_errors(schema, override, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        build_model(config("model=mfh", override), schema)
+    assert "\n" not in str(error.value)
+
+
+def test_behaviours_missing_from_the_data_are_a_config_error(schema):
+    narrow = type(schema)(schema.categorical, schema.dense, {"cmpl": "regression"}, schema.groups)
+    with pytest.raises(ConfigError, match="tasks.behaviours: finish, skip"):
+        build_model(config("model=mfh"), narrow)
+
+
+def test_tiny_preset_composes_for_every_model(schema):
+    for name in MODELS:
+        assert build_model(config(f"model={name}", *TINY), schema)(*batch(schema, 6)).shape == (6, 3)
