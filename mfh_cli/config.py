@@ -10,7 +10,9 @@ from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
+from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -30,6 +32,9 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"bad override '{item}': expected key=value (e.g. data=kuairand seed=3)")
+    # Inside a running Hydra app (a launcher job) Hydra is initialised already: set it aside, then restore it.
+    outer = get_gh_backup()
+    GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
@@ -37,6 +42,8 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         message = " ".join(str(error).split()).split(" Config search path")[0]
         raise ConfigError(f"bad config override: {message}") from None
+    finally:
+        restore_gh_from_backup(outer)
     return cfg
 
 

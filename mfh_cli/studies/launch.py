@@ -45,7 +45,8 @@ def job(cfg: DictConfig) -> None:
     from mfh_cli.studies.spec import load_study
 
     run = plan(load_study(cfg.study), list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
-    command = [sys.executable, "-m", "mfh_cli", "train", *run.overrides, "--quiet",
+    # One thread per run, as in `mfh ablate` (studies/execute.py): the numbers must not depend on the launcher.
+    command = [sys.executable, "-m", "mfh_cli", "train", "trainer.threads=1", *run.overrides, "--quiet",
                "--results-dir", cfg.results_dir]
     if cfg.data_dir:
         command += ["--data-dir", cfg.data_dir]

@@ -9,7 +9,7 @@ import pytest
 from mfh_cli.data import load_dataset
 from mfh_cli.models import build_model
 from mfh_cli.models.describe import summary
-from model_helpers import TINY, config
+from tests.models.model_helpers import TINY, config
 
 # TINY at input width 10, BatchNorm on (2 parameters per unit), 3 behaviours × 3 groups. Linear(i → o) has
 # i·o + o parameters.

@@ -7,7 +7,7 @@ import torch
 
 from mfh_cli.data.synthetic import simulate
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
-from model_helpers import MODELS, TINY, config
+from tests.models.model_helpers import MODELS, TINY, config
 
 STEPS, BATCH = 200, 256
 

@@ -7,7 +7,7 @@ import torch
 
 from mfh_cli.errors import ConfigError
 from mfh_cli.models import build_model
-from model_helpers import MODELS, TINY, batch, config
+from tests.models.model_helpers import MODELS, TINY, batch, config
 
 
 def test_the_nine_models_of_the_spec_have_a_config_file():
