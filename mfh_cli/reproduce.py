@@ -16,7 +16,7 @@ from mfh_cli.studies.spec import study_names
 def reproduce(overrides: Sequence[str] = (), seeds: int | None = None, jobs: int = 1, data_dir: Path | None = None,
               results_dir: Path = Path("results"), quiet: bool = False, console: Console | None = None) -> float:
     """Run all studies, print their tables, the figure path and the agreement summary; returns wall seconds."""
-    console = console or Console()
+    console = console or Console(width=max(Console().width, 140))
     started = time.perf_counter()
     outcomes = ablate(study_names(), seeds=seeds, jobs=jobs, overrides=overrides, data_dir=data_dir,
                       results_dir=results_dir, quiet=quiet)

@@ -105,6 +105,6 @@ def _overfitting_figure(study: StudyResults, results_dir: Path, stem: str, conso
     focus = study.focus
     figures = results_dir / "figures"
     png = write_overfitting_figure(series, figures / f"{stem}.png",
-                                   f"{study.title}: {focus['task']}, {focus['group']} users ({study.dataset})")
+                                   f"{study.title} ({study.dataset})")
     console.print(ratio_line(series, focus["task"], focus["group"]), markup=False, highlight=False)
     return [png, _write_csv(series, figures / f"{stem}.csv")]
