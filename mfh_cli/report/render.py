@@ -28,7 +28,9 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         if value != value:  # NaN
             return "—"
-        return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
+        if value.is_integer() or abs(value) >= 1000:  # counts (floats after a transpose) print as integers
+            return f"{value:,.0f}"
+        return f"{value:,.4f}"
     if isinstance(value, int):
         return f"{value:,}"
     return str(value)
