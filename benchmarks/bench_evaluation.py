@@ -1,6 +1,6 @@
 """Evaluation: per-group metrics over 1e6 rows x 9 tasks, sort-based AUC (ours) against scikit-learn.
 
-Run: python benchmarks/bench_evaluation.py [--rows 1000000]
+Run: python -m benchmarks.bench_evaluation [--rows 1000000]
 """
 
 from __future__ import annotations

@@ -1,0 +1,177 @@
+"""Roofline: the machine's fp32 and bf16 matmul peak, every model's matmul FLOPs per sample at both presets, and
+the training FLOP/s each achieves as a fraction of the fp32 peak; mfh paper also under bf16 autocast against the
+bf16 peak, and a torch.profiler breakdown of an mfh paper step that explains the gap to the peak.
+
+Run: python -m benchmarks.bench_roofline [--threads 2] [--batch 1024] [--steps 20] [--quick]
+Inputs are random features of a fixed width (the simulator's embedded width at compact, 256 at paper, as the
+issue's reference), so the figures are the network's alone: no embedding lookup. Training FLOPs = 3 × forward
+(forward, and two matmuls of the same size per matmul in backward).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile, record_function
+
+from benchmarks.bench_models import MODELS, PRESETS, forward_flops, samples_per_second
+from benchmarks.common import append_results, median_seconds
+from mfh_cli.config import compose
+from mfh_cli.data.synthetic import simulate
+from mfh_cli.models import build_model, elementwise_loss, multitask_loss
+
+# Shape letters: N rows of random input, B batch rows, F input width, Tb behaviours.
+
+PAPER_INPUT_WIDTH = 256
+TRAINING_FLOPS_PER_FORWARD = 3
+TARGET_SHARE = 0.70  # of the fp32 peak, for mfh at the paper preset
+MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"}
+SCOPES = ("data", "optimizer")  # record_function labels of a profiled step's phases
+
+
+def matmul_flops_per_second(dtype: torch.dtype, size: int, repeats: int) -> float:
+    """FLOP/s of a [size, size] @ [size, size] matmul in `dtype`: 2·size³ / median seconds."""
+    left, right = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    return 2 * size**3 / median_seconds(lambda: torch.mm(left, right), repeats=repeats, warmup=2)
+
+
+def random_inputs(rows: int, width: int, behaviours: int, groups: int) -> tuple[torch.Tensor, ...]:
+    """features [N, F], group [N], labels [N, Tb] (0/1, valid for both loss kinds), mask [N, Tb] all set."""
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(rows, width, generator=generator)
+    group = torch.randint(0, groups, (rows,), generator=generator)
+    labels = (torch.rand(rows, behaviours, generator=generator) < 0.3).float()
+    return features, group, labels, torch.ones(rows, behaviours, dtype=torch.bool)
+
+
+def op_category(name: str, scope: str | None) -> str:
+    """Where a profiled op's time goes: its phase (data gather, optimizer) or its kind of computation."""
+    if scope is not None:
+        return {"data": "data (row gather)", "optimizer": "optimizer (Adam)"}[scope]
+    op = name.removeprefix("aten::")
+    if op in MATMUL_OPS:
+        return "matmul (experts, gate scores and mixing, towers)"
+    if "batch_norm" in op:
+        return "BatchNorm"
+    if "softmax" in op:
+        return "gate softmax"
+    return "other (activations, copies, loss, autograd)"
+
+
+def enclosing_scope(event) -> str | None:
+    """The phase label (SCOPES) an event was recorded under, if any."""
+    while event is not None:
+        if event.name in SCOPES:
+            return event.name
+        event = event.cpu_parent
+    return None
+
+
+def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: int, peak: float,
+                  flops: float) -> list[str]:
+    """Self CPU time of `steps` training steps by category and the top ops, as markdown lines."""
+    features, group, labels, mask = inputs
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    generator = torch.Generator().manual_seed(1)
+
+    def step() -> None:
+        with record_function("data"):
+            rows = torch.randint(0, features.shape[0], (batch,), generator=generator)
+            batch_features, batch_group, batch_labels, batch_mask = (t[rows] for t in (features, group, labels, mask))
+        outputs = model.forward_features(batch_features, batch_group)
+        loss = multitask_loss(elementwise_loss(outputs, batch_labels, model.kinds), batch_mask)
+        optimiser.zero_grad()
+        loss.backward()
+        with record_function("optimizer"):
+            optimiser.step()
+
+    for _ in range(3):  # warm-up
+        step()
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        for _ in range(steps):
+            step()
+    seconds_by_category: dict[str, float] = defaultdict(float)
+    for event in profiler.events():
+        seconds_by_category[op_category(event.name, enclosing_scope(event))] += event.self_cpu_time_total / 1e6
+    total = sum(seconds_by_category.values())
+    matmul_seconds = sum(s for c, s in seconds_by_category.items() if c.startswith("matmul"))
+    matmul_rate = TRAINING_FLOPS_PER_FORWARD * flops * batch * steps / max(matmul_seconds, 1e-12)
+    lines = [f"Profile of {steps} training steps (batch {batch}), self CPU time (profiler overhead included):", "",
+             "| where | ms per step | share |", "|---|---:|---:|"]
+    for category, seconds in sorted(seconds_by_category.items(), key=lambda item: -item[1]):
+        lines.append(f"| {category} | {1e3 * seconds / steps:.2f} | {seconds / total:.0%} |")
+    lines += ["", f"Inside the matmul ops alone the step runs at {matmul_rate / 1e9:.1f} GFLOP/s = "
+              f"{matmul_rate / peak:.0%} of the fp32 peak; time outside matmuls is {1 - matmul_seconds / total:.0%} "
+              "of the step. Achieved ≈ (matmul share) × (matmul efficiency) × peak.", "",
+              "Top ops by self CPU time:", "", "| op | calls per step | ms per step |", "|---|---:|---:|"]
+    top = sorted(profiler.key_averages(), key=lambda average: -average.self_cpu_time_total)[:10]
+    lines += [f"| {average.key} | {average.count / steps:.0f} | {average.self_cpu_time_total / 1e3 / steps:.2f} |"
+              for average in top]
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=1024)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--rows", type=int, default=20000, help="rows of random input batches are drawn from")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
+    arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.batch, arguments.steps, arguments.matmul_size, arguments.rows = 128, 2, 256, 1024
+    torch.set_num_threads(arguments.threads)
+    torch.manual_seed(0)
+    repeats = 2 if arguments.quick else 5
+    peak = {name: matmul_flops_per_second(dtype, arguments.matmul_size, repeats)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    defaults = compose(["data.rows=2000"])
+    schema = simulate(defaults.data).schema
+    behaviours = len(defaults.tasks.behaviours)
+    compact_width = len(schema.categorical) * int(defaults.size.embedding_dim) + len(schema.dense)
+    widths = {"compact": compact_width, "paper": PAPER_INPUT_WIDTH}
+    lines = [f"Matmul peak ({arguments.matmul_size}² @ {arguments.matmul_size}², median of {repeats}): "
+             f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s "
+             f"({peak['bf16'] / peak['fp32']:.1f}×).", "",
+             f"Training: batch {arguments.batch}, median of {arguments.steps} steps (forward + backward + Adam), "
+             f"random inputs of width {widths['compact']} (compact) / {widths['paper']} (paper). "
+             "FLOPs count matmuls (torch FlopCounterMode).", "",
+             "| preset | model | forward MFLOP/sample | training MFLOP/sample | training samples/s | "
+             "achieved GFLOP/s | of fp32 peak |", "|---|---|---:|---:|---:|---:|---:|"]
+    inputs = {preset: random_inputs(arguments.rows, widths[preset], behaviours, len(schema.groups))
+              for preset in PRESETS}
+
+    def measure(name: str, preset: str, peak_name: str, label: str) -> tuple[torch.nn.Module, float, float]:
+        """Build `name` at `preset`, time its training steps, append its table row; return the model, its
+        forward FLOPs per sample and its share of the `peak_name` peak."""
+        model = build_model(compose([f"model={name}", f"size={preset}"]), schema, input_dim=widths[preset])
+        features, group, labels, mask = inputs[preset]
+        flops = forward_flops(model, features, group)
+        speed = samples_per_second([model], features, group, labels, mask, model.kinds, arguments.batch,
+                                   arguments.steps)[0]
+        achieved = speed * TRAINING_FLOPS_PER_FORWARD * flops
+        lines.append(f"| {preset} | {label} | {flops / 1e6:.2f} | {TRAINING_FLOPS_PER_FORWARD * flops / 1e6:.2f} | "
+                     f"{speed:,.0f} | {achieved / 1e9:.1f} | {achieved / peak[peak_name]:.0%} ({peak_name}) |")
+        print(lines[-1], flush=True)
+        return model, flops, achieved / peak[peak_name]
+
+    measured = {(preset, name): measure(name, preset, "fp32", name) for preset in PRESETS for name in MODELS}
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        measure("mfh", "paper", "bf16", "mfh, bf16 autocast")
+    model, flops, share = measured["paper", "mfh"]
+    lines += ["", *profile_lines(model, inputs["paper"], arguments.batch, max(arguments.steps // 2, 2),
+                                 peak["fp32"], flops),
+              "", f"Target: mfh paper training ≥ {TARGET_SHARE:.0%} of the fp32 peak: {share:.0%}, "
+              f"{'met' if share >= TARGET_SHARE else 'NOT met'}."]
+    title = "Roofline (benchmarks/bench_roofline.py)"
+    if arguments.quick:  # a check that the script runs: printed, not recorded
+        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
+    else:
+        append_results(title, lines)
+
+
+if __name__ == "__main__":
+    main()
