@@ -34,22 +34,44 @@ class Split:
     def __len__(self) -> int:
         return int(self.group.shape[0])
 
-    def rows(self, index: torch.Tensor) -> Split:
+    def rows(self, index: torch.Tensor | slice) -> Split:
+        """The rows at `index`: a copy for a tensor of row numbers, views for a slice."""
         return Split(self.categorical[index], self.dense[index], self.group[index], self.labels[index],
                      self.mask[index], None if self.oracle is None else self.oracle[index])
 
 
 def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device) -> dict[str, Split]:
-    """Slice the dataset into train/validation/test for the given behaviours, moved to `device` once."""
+    """Slice the dataset into train/validation/test for the given behaviours, moved to `device` once.
+
+    A split whose rows are one contiguous range (time-ordered data) is a view of the dataset, not a copy, so
+    that 1e7 rows do not hold their features twice in memory.
+    """
     columns = dataset.behaviour_columns(behaviours)
+    every_column = columns == list(range(dataset.labels.shape[1]))
     splits = {}
     for index, name in enumerate(SPLITS):
-        rows = dataset.split == index
-        oracle = dataset.oracle[rows][:, columns].to(device) if dataset.oracle is not None else None
-        splits[name] = Split(dataset.categorical[rows].to(device), dataset.dense[rows].to(device),
-                             dataset.group[rows].to(device), dataset.labels[rows][:, columns].to(device),
-                             dataset.label_mask[rows][:, columns].to(device), oracle)
+        rows = _contiguous_or_mask(dataset.split == index)
+
+        def rows_of(values: torch.Tensor) -> torch.Tensor:
+            return values[rows].to(device)
+
+        def labels_of(values: torch.Tensor) -> torch.Tensor:  # [N, L] → the task grid's columns [N, T]
+            chosen = values[rows]
+            return (chosen if every_column else chosen[:, columns]).to(device)
+
+        splits[name] = Split(rows_of(dataset.categorical), rows_of(dataset.dense), rows_of(dataset.group),
+                             labels_of(dataset.labels), labels_of(dataset.label_mask),
+                             None if dataset.oracle is None else labels_of(dataset.oracle))
     return splits
+
+
+def _contiguous_or_mask(chosen: torch.Tensor) -> slice | torch.Tensor:
+    """The rows where `chosen` [N] is true: a slice when they are one contiguous range, else the mask itself."""
+    positions = chosen.nonzero().squeeze(1)
+    if len(positions) == 0 or int(positions[-1]) - int(positions[0]) + 1 == len(positions):
+        first = int(positions[0]) if len(positions) else 0
+        return slice(first, first + len(positions))
+    return chosen
 
 
 @dataclass
@@ -76,7 +98,8 @@ class Trainer:
         self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
         self.precision = torch.bfloat16 if trainer.precision == "bf16" else None
         self.show_progress = show_progress and context.is_main
-        self.optimizer = make_optimizer(model, trainer)
+        self.flat_parameters = FlatParameters(model)
+        self.optimizer = make_optimizer(self.flat_parameters.values, trainer)
         self.step = 0
         self.history: list[dict] = []
 
@@ -95,8 +118,7 @@ class Trainer:
         """Raw outputs [N, T] in eval mode, in batches of trainer.eval_batch_size."""
         self.model.eval()
         size = int(self.config.eval_batch_size)
-        parts = [self.forward(split.rows(torch.arange(start, min(start + size, len(split)), device=self.device)))
-                 for start in range(0, len(split), size)]
+        parts = [self.forward(split.rows(slice(start, start + size))) for start in range(0, len(split), size)]
         return torch.cat(parts) if parts else torch.empty(0, len(self.behaviours), device=self.device)
 
     def loss_on(self, split: Split) -> float:
@@ -139,6 +161,24 @@ class Trainer:
         raise RunError(f"non-finite loss at step {self.step} (epoch {epoch}), task {task}: lower trainer.lr "
                        "or check the labels; no run directory was written")
 
+    def train_step(self, batch: Split, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on this rank's `batch`: the loss and the per-row losses [B, T] (for the history)."""
+        elementwise = elementwise_loss(self.forward(batch), batch.labels, self.kinds)
+        if self.config.nan_at_step is not None and self.step == int(self.config.nan_at_step):
+            elementwise = inject_nan(elementwise, batch.mask)
+        loss = multitask_loss(elementwise, batch.mask, self.weights[batch.group])
+        # Scale to the global number of active terms so summed gradients equal the whole batch's.
+        totals = self.context.sum(torch.tensor([float(batch.mask.sum()), float(not torch.isfinite(loss))],
+                                               device=self.device))
+        if totals[1] > 0:
+            self.raise_non_finite(elementwise, batch, epoch)
+        self.flat_parameters.zero_grad()
+        (loss * (float(batch.mask.sum()) / max(float(totals[0]), 1.0))).backward()
+        self.context.sum_gradients([self.flat_parameters.values])
+        self.optimizer.step()
+        self.step += 1
+        return loss, elementwise
+
     def fit(self) -> FitResult:
         train, config = self.splits["train"], self.config
         world, rank = self.context.world, self.context.rank
@@ -158,28 +198,16 @@ class Trainer:
                     if len(index) < 2 * world:  # BatchNorm needs two rows per rank
                         continue
                     batch = train.rows(index[rank::world])
-                    elementwise = elementwise_loss(self.forward(batch), batch.labels, self.kinds)
-                    if config.nan_at_step is not None and self.step == int(config.nan_at_step):
-                        elementwise = inject_nan(elementwise, batch.mask)
-                    row_weights = self.weights[batch.group]
-                    loss = multitask_loss(elementwise, batch.mask, row_weights)
-                    # Scale to the global number of active terms so summed gradients equal the whole batch's.
-                    totals = self.context.sum(torch.tensor([float(batch.mask.sum()),
-                                                            float(not torch.isfinite(loss))], device=self.device))
-                    if totals[1] > 0:
-                        self.raise_non_finite(elementwise, batch, epoch)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    (loss * (float(batch.mask.sum()) / max(float(totals[0]), 1.0))).backward()
-                    self.context.sum_gradients([p for p in self.model.parameters() if p.requires_grad])
-                    self.optimizer.step()
-                    self.step += 1
+                    loss, elementwise = self.train_step(batch, epoch)
                     samples += len(index)
                     if history_every:
                         batch_sums, batch_counts = self.group_sums(elementwise, batch)
                         sums = batch_sums if sums is None else sums + batch_sums
                         counts = batch_counts if counts is None else counts + batch_counts
                         if self.step % history_every == 0:
+                            paused = time.perf_counter()
                             self.record_history(epoch, sums, counts, test_rows)
+                            started += time.perf_counter() - paused  # scoring test rows is not training time
                             sums = counts = None
                     if bar is not None and self.step % 10 == 0:
                         elapsed = train_seconds + time.perf_counter() - started
@@ -246,10 +274,35 @@ def inject_nan(elementwise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return poisoned
 
 
-def make_optimizer(model: torch.nn.Module, trainer: DictConfig) -> torch.optim.Optimizer:
-    """Adam (default), AdamW or SGD over the trainable parameters, from the trainer config."""
+class FlatParameters:
+    """A model's trainable parameters as views into one flat tensor, their gradients as views into another.
+
+    The optimizer then steps one tensor: a dozen large elementwise ops instead of a dozen small ones per
+    parameter tensor (MFH has 55; ~6 ms of a 60 ms one-thread step). Adam, AdamW and SGD are elementwise, so
+    every value is updated exactly as when each tensor is stepped apart (every parameter of the zoo gets a
+    gradient at every step, so none is skipped there either).
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+        sizes = [parameter.numel() for parameter in parameters]
+        self.values = torch.nn.Parameter(torch.cat([parameter.detach().reshape(-1) for parameter in parameters]))
+        self.gradient = torch.zeros_like(self.values)
+        for parameter, values, gradient in zip(parameters, self.values.detach().split(sizes),
+                                               self.gradient.split(sizes)):
+            parameter.data = values.view_as(parameter)
+            parameter.grad = gradient.view_as(parameter)  # backward accumulates into it in place
+
+    def zero_grad(self) -> None:
+        """Zero every gradient for the next backward; the optimizer reads them as `values.grad`."""
+        self.gradient.zero_()
+        self.values.grad = self.gradient  # (again: a multi-process gradient sum replaces values.grad)
+
+
+def make_optimizer(values: torch.nn.Parameter, trainer: DictConfig) -> torch.optim.Optimizer:
+    """Adam (default), AdamW or SGD over the flat trainable parameters, from the trainer config."""
     choices = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     name = str(trainer.optimizer)
     if name not in choices:
         raise RunError(f"trainer.optimizer='{name}' is not one of {', '.join(choices)}")
-    return choices[name](model.parameters(), lr=float(trainer.lr), weight_decay=float(trainer.weight_decay))
+    return choices[name]([values], lr=float(trainer.lr), weight_decay=float(trainer.weight_decay))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import platform
@@ -23,6 +24,7 @@ from mfh_cli.engine.metrics import group_metrics
 from mfh_cli.errors import ConfigError, RunError
 from mfh_cli.models import build_model
 
+MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 PARTIAL = ".partial"  # runs/.partial/<run_id>.<pid>: a run being written; renamed into place when complete
 _DATASETS: dict[str, Dataset] = {}  # in-process memo: a sweep loads each dataset once
 
@@ -45,6 +47,7 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
     device = resolve_device(str(cfg.trainer.device))
     context = init_from_environment(device)
     set_threads(cfg.trainer.threads, context)
+    keep_freed_memory()
     dataset = dataset_for(cfg, data_dir, results_dir / "cache", quiet)
     behaviours = list(cfg.tasks.behaviours)
     missing = [b for b in behaviours if b not in dataset.schema.behaviours]
@@ -94,6 +97,21 @@ def set_threads(threads: int | None, context: Context) -> None:
     """trainer.threads, or all cores shared between the ranks of this machine."""
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", context.world))
     torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // local_ranks))
+
+
+def keep_freed_memory() -> None:
+    """Have glibc keep freed memory for reuse instead of handing it back to the system (no-op elsewhere).
+
+    By default every tensor above ~128 kB-32 MB is a fresh mmap and every page of it faults on first touch:
+    evaluating 16384 rows spent half its time in page faults. Setting the variables MALLOC_MMAP_MAX_=0
+    MALLOC_TRIM_THRESHOLD_=<large> before the process starts does the same.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(MALLOC_MMAP_MAX, 0)  # large blocks come from the heap, whose freed memory is reused
+    libc.mallopt(MALLOC_TRIM_THRESHOLD, 1 << 30)  # and the heap gives memory back only above 1 GiB free
 
 
 def dataset_for(cfg: DictConfig, data_dir: Path | None, cache_dir: Path, quiet: bool) -> Dataset:

@@ -65,9 +65,16 @@ def mix_branches(experts: torch.Tensor, weights: torch.Tensor, per_branch: int) 
         own_block = (own_weights.unsqueeze(3) * identity).reshape(copies, rows, branches, own_count)
         return _row_matmul(torch.cat([own_block, shared_weights], dim=3), experts)
     # split, not slicing: its backward concatenates instead of zero-filling a full-size gradient per slice
-    own, shared = experts.split([own_count, experts.shape[2] - own_count], dim=2)
-    mixed = (shared_weights.unsqueeze(-1) * shared.unsqueeze(2)).sum(dim=3)
-    if per_branch:
+    shared_count = experts.shape[2] - own_count
+    own, shared = experts.split([own_count, shared_count], dim=2)
+    # One expert to mix (CGC's usual one shared, one own): a broadcast product, no sum over a dimension of 1.
+    if shared_count == 1:
+        mixed = shared_weights * shared  # [S,B,K,1] * [S,B,1,H]
+    else:
+        mixed = (shared_weights.unsqueeze(-1) * shared.unsqueeze(2)).sum(dim=3)
+    if per_branch == 1:
+        mixed = mixed + own_weights * own  # [S,B,K,1] * [S,B,K,H]
+    elif per_branch:
         own = own.reshape(copies, rows, branches, per_branch, -1)
         mixed = mixed + (own_weights.unsqueeze(-1) * own).sum(dim=3)
     return mixed

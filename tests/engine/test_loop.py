@@ -1,0 +1,105 @@
+"""The training loop's speed-ups keep the numbers: flat parameters step exactly like per-tensor Adam, splits of
+time-ordered rows are views holding the same rows as a boolean selection."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mfh_cli.config import compose
+from mfh_cli.data import SPLITS
+from mfh_cli.data.synthetic import simulate
+from mfh_cli.engine.loop import FlatParameters, Trainer, make_optimizer, prepare_splits
+from mfh_cli.engine.run import task_weights
+from mfh_cli.models import build_model, elementwise_loss, multitask_loss
+
+OVERRIDES = ["data.rows=3000", "trainer.history_every=0"]
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    cfg = compose(OVERRIDES)
+    return cfg, simulate(cfg.data)
+
+
+def trained_parameters(cfg, dataset, flat: bool, steps: int = 6) -> list[torch.Tensor]:
+    """Parameters after `steps` Adam steps on fixed batches, stepping one flat tensor or each tensor apart."""
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.schema)
+    train = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))["train"]
+    if flat:
+        parameters = FlatParameters(model)
+        optimizer, zero_grad = make_optimizer(parameters.values, cfg.trainer), parameters.zero_grad
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.trainer.lr))
+        zero_grad = optimizer.zero_grad
+    for step in range(steps):
+        batch = train.rows(torch.arange(step * 200, step * 200 + 256))
+        outputs = model(batch.categorical, batch.dense, batch.group)
+        loss = multitask_loss(elementwise_loss(outputs, batch.labels, model.kinds), batch.mask)
+        zero_grad()
+        loss.backward()
+        optimizer.step()
+    return [parameter.detach().clone() for parameter in model.parameters()]
+
+
+@pytest.mark.parametrize("model", ["mfh", "biasnet"])
+def test_flat_parameters_step_exactly_like_separate_tensors(simulated, model):
+    _, dataset = simulated
+    cfg = compose([*OVERRIDES, f"model={model}"])
+    separate = trained_parameters(cfg, dataset, flat=False)
+    flat = trained_parameters(cfg, dataset, flat=True)
+    assert any(not torch.equal(value, start) for value, start in
+               zip(separate, trained_parameters(cfg, dataset, flat=False, steps=0))), "training changed nothing"
+    assert all(torch.equal(a, b) for a, b in zip(separate, flat))
+
+
+def test_flat_parameters_are_the_model_state(simulated):
+    cfg, dataset = simulated
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.schema)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    parameters = FlatParameters(model)
+    assert all(torch.equal(value, before[name]) for name, value in model.state_dict().items())
+    with torch.no_grad():
+        parameters.values.add_(1.0)  # what an optimizer step does: the model's weights move with it
+    first_name, first = next(iter(model.named_parameters()))
+    assert torch.equal(first, before[first_name] + 1.0)
+    model.load_state_dict(before)  # restoring the best epoch writes into the flat tensor too
+    assert torch.equal(parameters.values[:first.numel()], before[first_name].reshape(-1))
+
+
+def test_time_ordered_splits_are_views_with_the_selected_rows(simulated):
+    cfg, dataset = simulated
+    behaviours = list(cfg.tasks.behaviours)
+    columns = dataset.behaviour_columns(behaviours)
+    splits = prepare_splits(dataset, behaviours, torch.device("cpu"))
+    for index, name in enumerate(SPLITS):
+        chosen = dataset.split == index
+        assert torch.equal(splits[name].categorical, dataset.categorical[chosen])
+        assert torch.equal(splits[name].labels, dataset.labels[chosen][:, columns])
+        assert torch.equal(splits[name].mask, dataset.label_mask[chosen][:, columns])
+        assert splits[name].categorical.untyped_storage().data_ptr() == \
+            dataset.categorical.untyped_storage().data_ptr()  # a view, not a copy
+
+
+def test_shuffled_splits_are_selected_by_mask(simulated):
+    cfg, dataset = simulated
+    shuffled = dataset.rows(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)))
+    splits = prepare_splits(shuffled, list(cfg.tasks.behaviours), torch.device("cpu"))
+    for index, name in enumerate(SPLITS):
+        assert torch.equal(splits[name].group, shuffled.group[shuffled.split == index])
+
+
+def test_trainer_steps_its_flat_parameters(simulated):
+    cfg, dataset = simulated
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.schema)
+    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
+    trainer = Trainer(model, splits, cfg.trainer, task_weights(cfg, model.groups, model.behaviours), 0)
+    before = trainer.flat_parameters.values.detach().clone()
+    loss, elementwise = trainer.train_step(splits["train"].rows(torch.arange(256)), epoch=1)
+    assert torch.isfinite(loss) and elementwise.shape == (256, len(cfg.tasks.behaviours))
+    assert trainer.step == 1
+    assert not torch.equal(trainer.flat_parameters.values, before)
+    assert trainer.flat_parameters.gradient.abs().sum() > 0  # backward wrote into the flat gradient
