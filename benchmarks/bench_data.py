@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import append_results
+from benchmarks.common import record
 
 DEFAULT_DATA_DIR = "/work/shared/data"
 WARM_TARGET_SECONDS = 1.0
@@ -90,10 +90,7 @@ def main() -> None:
               f"{'met' if warm_total <= WARM_TARGET_SECONDS else 'NOT met'}; cold / warm = "
               f"{median(cold, 'load_s') / max(warm_total, 1e-9):.0f}×."]
     title = "Data: KuaiRand load (benchmarks/bench_data.py)"
-    if arguments.quick:  # a check that the script runs: printed, not recorded
-        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
-    else:
-        append_results(title, lines)
+    record(title, lines, arguments.quick)
 
 
 if __name__ == "__main__":

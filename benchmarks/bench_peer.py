@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from benchmarks.common import append_results
+from benchmarks.common import record
 from mfh_cli.config import compose
 from mfh_cli.data import Dataset
 from mfh_cli.data.synthetic import simulate
@@ -172,10 +172,7 @@ def main() -> None:
     lines += ["", *(f"Both at {preset}: no shared bottom; {describe_preset(preset)}." for preset in PRESETS),
               "Target: ours ≥ 3× torch-rechub's trainer at equal sizes."]
     title = "Peer: torch-rechub MTLTrainer vs ours (benchmarks/bench_peer.py)"
-    if arguments.quick:  # a check that the script runs: printed, not recorded
-        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
-    else:
-        append_results(title, lines)
+    record(title, lines, arguments.quick)
 
 
 if __name__ == "__main__":

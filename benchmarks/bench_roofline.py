@@ -17,7 +17,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from benchmarks.bench_models import MODELS, PRESETS, forward_flops, samples_per_second
-from benchmarks.common import append_results, median_seconds
+from benchmarks.common import record, median_seconds
 from mfh_cli.config import compose
 from mfh_cli.data.synthetic import simulate
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
@@ -167,10 +167,7 @@ def main() -> None:
               "", f"Target: mfh paper training ≥ {TARGET_SHARE:.0%} of the fp32 peak: {share:.0%}, "
               f"{'met' if share >= TARGET_SHARE else 'NOT met'}."]
     title = "Roofline (benchmarks/bench_roofline.py)"
-    if arguments.quick:  # a check that the script runs: printed, not recorded
-        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
-    else:
-        append_results(title, lines)
+    record(title, lines, arguments.quick)
 
 
 if __name__ == "__main__":

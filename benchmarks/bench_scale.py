@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import append_results
+from benchmarks.common import record
 from mfh_cli.config import compose
 from mfh_cli.data import Dataset
 from mfh_cli.data.synthetic import simulate
@@ -126,10 +126,7 @@ def main() -> None:
               f"{per_row_change(larger, smaller, 'evaluate_s', 'evaluate_rows'):+.1%}.",
               f"Process before any data: {larger['baseline_rss'] / GIB:.2f} GiB peak RSS."]
     title = "Scale: simulator rows (benchmarks/bench_scale.py)"
-    if arguments.quick:  # a check that the script runs: printed, not recorded
-        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
-    else:
-        append_results(title, lines)
+    record(title, lines, arguments.quick)
 
 
 if __name__ == "__main__":

@@ -48,3 +48,11 @@ def append_results(title: str, lines: list[str]) -> None:
     print(text)
     with RESULTS.open("a") as handle:
         handle.write(text)
+
+
+def record(title: str, lines: list[str], quick: bool) -> None:
+    """Append to results.md, or only print when `--quick` (a check that the script runs is not a result)."""
+    if quick:
+        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
+    else:
+        append_results(title, lines)
