@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.common import append_results
+from benchmarks.common import record
 
 STUDY_RUN = ["model=mfh", "trainer.threads=1"]
 QUICK_RUN = ["data.rows=6000", "trainer.max_epochs=1"]
@@ -202,10 +202,7 @@ def main() -> None:
     if "study" in sections:
         lines += study_lines(arguments.study, 1 if arguments.quick else arguments.seeds,
                              QUICK_RUN if arguments.quick else [])
-    if arguments.quick:
-        print("\n".join(lines))
-    else:
-        append_results("Study-sized run: speed, bf16, torch.compile (benchmarks/bench_study_run.py)", lines)
+    record("Study-sized run: speed, bf16, torch.compile (benchmarks/bench_study_run.py)", lines, arguments.quick)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import append_results
+from benchmarks.common import record
 
 POLICIES = {"default": None, "PASSIVE": "PASSIVE"}
 SCENARIOS = [("alone, 2 threads", 2, 1), ("two processes, 2 threads each", 2, 2), ("alone, 1 thread", 1, 1),
@@ -105,10 +105,7 @@ def main() -> None:
         default = statistics.median(medians[(name, "default")]) * 1e3
         passive = statistics.median(medians[(name, "PASSIVE")]) * 1e3
         lines.append(f"| {name} | {default:.1f} | {passive:.1f} | {passive / default:.2f} |")
-    if arguments.quick:
-        print("\n".join(lines))
-    else:
-        append_results("Threads under contention: OMP_WAIT_POLICY (benchmarks/bench_threads.py)", lines)
+    record("Threads under contention: OMP_WAIT_POLICY (benchmarks/bench_threads.py)", lines, arguments.quick)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from mfh_cli.data import Dataset, load_dataset
 from mfh_cli.engine.distributed import Context, init_from_environment, shutdown
 from mfh_cli.engine.loop import Split, Trainer, prepare_splits
 from mfh_cli.engine.metrics import group_metrics
-from mfh_cli.errors import ConfigError, RunError
+from mfh_cli.errors import ConfigError
 from mfh_cli.models import build_model
 
 MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
@@ -209,10 +209,3 @@ def metrics_frame(metrics: dict, split: str = "test") -> pd.DataFrame:
             row[f"{behaviour} {cell['metric']}"] = cell["value"] if cell["value"] is not None else float("nan")
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def load_weights(run_dir: Path) -> dict:
-    """The best weights of a finished run (tensors only: weights_only=True)."""
-    if not (run_dir / "model.pt").is_file():
-        raise RunError(f"{run_dir}: no model.pt (not a finished run directory)")
-    return torch.load(run_dir / "model.pt", weights_only=True)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 import yaml
 
 from mfh_cli.data.validate import KUAIRAND_LOG_COLUMNS, Problem, validate
