@@ -66,12 +66,13 @@ def test_killed_sweep_resumes_without_losing_or_redoing_runs(mfh_path: str, tmp_
     args = [mfh_path, "ablate", "--study", "multifaceted", "--seeds", "3", "--quiet", *TINY,
             "data.rows=20000"]
     env = {**os.environ, "MFH_RESULTS_DIR": str(results)}
-    process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
     runs = results / "runs"
     deadline = time.time() + 300
     while time.time() < deadline and len(list(runs.glob("*/metrics.json"))) < 2:
         time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)  # the hardest interruption: no cleanup code runs
+    os.killpg(process.pid, signal.SIGKILL)  # the hardest interruption, workers included: no cleanup code runs
     process.wait()
     finished = {path.parent.name: path.stat().st_mtime_ns for path in runs.glob("*/metrics.json")}
     assert 2 <= len(finished) < 9, "kill the sweep mid-way"
