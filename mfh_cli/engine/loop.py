@@ -211,7 +211,7 @@ class Trainer:
                             sums = counts = None
                     if bar is not None and self.step % 10 == 0:
                         elapsed = train_seconds + time.perf_counter() - started
-                        bar.update(0, completed=self.step, description=f"epoch {epoch} loss {float(loss):.4f} "
+                        bar.update(completed=self.step, description=f"epoch {epoch} loss {float(loss):.4f} "
                                    f"{samples / max(elapsed, 1e-9):,.0f} samples/s")
                 train_seconds += time.perf_counter() - started
                 validation_loss = self.loss_on(self.splits["validation"])
@@ -259,7 +259,7 @@ class _ProgressHandle:
         self.task = self.progress.add_task("training", total=max(self.total, 1))
         return self
 
-    def update(self, _: int, **values) -> None:
+    def update(self, **values) -> None:
         self.progress.update(self.task, **values)
 
     def __exit__(self, *exc):
