@@ -54,16 +54,37 @@ def _row_matmul(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     return weights @ experts
 
 
-def mix_branches(experts: torch.Tensor, weights: torch.Tensor, per_branch: int) -> torch.Tensor:
-    """Branch k's output = Σ weights over its own experts, then the shared ones: [S,B,E,H], [S,B,K,C] → [S,B,K,H]."""
+def mix_experts(experts: torch.Tensor, branch_weights: torch.Tensor, per_branch: int,
+                shared_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Branch k's output = Σ weights over its own experts, then the shared ones; with the shared gate's weights
+    [S,B,1,E], also the shared output = Σ over all experts: [S,B,E,H], [S,B,K,C] → [S,B,K,H], [S,B,H] or None."""
+    if experts.shape[2] * experts.shape[3] >= MATMUL_MIN_VALUES:
+        # One matmul for every gate of the layer: the experts are read once and get one gradient (two products
+        # would sum two expert-sized gradients in backward).
+        rows = _weights_over_all_experts(branch_weights, per_branch)  # [S,B,K,E]
+        if shared_weights is None:
+            return _row_matmul(rows, experts), None
+        mixed = _row_matmul(torch.cat([rows, shared_weights], dim=2), experts)  # [S,B,K+1,H]
+        branch_output, shared_output = mixed.split([rows.shape[2], 1], dim=2)
+        return branch_output, shared_output.squeeze(2)
+    shared_output = None if shared_weights is None else (shared_weights.squeeze(2).unsqueeze(-1) * experts).sum(2)
+    return _mix_branches_broadcast(experts, branch_weights, per_branch), shared_output
+
+
+def _weights_over_all_experts(weights: torch.Tensor, per_branch: int) -> torch.Tensor:
+    """[S,B,K,C] → [S,B,K,E]: branch k's own weights in branch k's columns, zero in the others', then shared."""
+    copies, rows, branches, choices = weights.shape
+    own_weights, shared_weights = weights.split([per_branch, choices - per_branch], dim=3)
+    identity = torch.eye(branches, dtype=weights.dtype, device=weights.device)[:, :, None]
+    own_block = (own_weights.unsqueeze(3) * identity).reshape(copies, rows, branches, branches * per_branch)
+    return torch.cat([own_block, shared_weights], dim=3)
+
+
+def _mix_branches_broadcast(experts: torch.Tensor, weights: torch.Tensor, per_branch: int) -> torch.Tensor:
+    """`mix_experts`' branch outputs by broadcast products and sums (small experts)."""
     copies, rows, branches, choices = weights.shape
     own_count = branches * per_branch
     own_weights, shared_weights = weights.split([per_branch, choices - per_branch], dim=3)
-    if experts.shape[2] * experts.shape[3] >= MATMUL_MIN_VALUES:
-        # weights over all E experts: branch k's own weights in branch k's columns, zero in the others'
-        identity = torch.eye(branches, dtype=weights.dtype, device=weights.device)[:, :, None]
-        own_block = (own_weights.unsqueeze(3) * identity).reshape(copies, rows, branches, own_count)
-        return _row_matmul(torch.cat([own_block, shared_weights], dim=3), experts)
     # split, not slicing: its backward concatenates instead of zero-filling a full-size gradient per slice
     shared_count = experts.shape[2] - own_count
     own, shared = experts.split([own_count, shared_count], dim=2)
@@ -78,10 +99,3 @@ def mix_branches(experts: torch.Tensor, weights: torch.Tensor, per_branch: int) 
         own = own.reshape(copies, rows, branches, per_branch, -1)
         mixed = mixed + (own_weights.unsqueeze(-1) * own).sum(dim=3)
     return mixed
-
-
-def mix_all(experts: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """The shared gate's output: [S, B, E, H] weighted by [S, B, 1, E] → [S, B, H]."""
-    if experts.shape[2] * experts.shape[3] >= MATMUL_MIN_VALUES:
-        return _row_matmul(weights, experts).squeeze(2)
-    return (weights.squeeze(2).unsqueeze(-1) * experts).sum(dim=2)

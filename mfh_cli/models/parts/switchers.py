@@ -22,7 +22,7 @@ from torch import nn
 from mfh_cli.errors import ConfigError
 from mfh_cli.models.parts.dense import DenseOptions, MLPBank
 from mfh_cli.models.parts.experts import Experts
-from mfh_cli.models.parts.gates import Gates, mix_all, mix_branches
+from mfh_cli.models.parts.gates import Gates, mix_experts
 
 SWITCHER_KINDS = ("shared_bottom", "mmoe", "cgc", "ple")
 
@@ -95,9 +95,8 @@ class ExtractionLayer(nn.Module):
         else:
             rows = shared_input.shape[1]
             weights = self.branch_gates(branch_input).view(self.copies, self.branches, rows, -1).transpose(1, 2)
-        branch_output = mix_branches(experts, weights, self.per_branch)
-        shared_output = mix_all(experts, self.shared_gate(shared_input)) if self.shared_gate is not None else None
-        return branch_output, shared_output
+        shared_weights = self.shared_gate(shared_input) if self.shared_gate is not None else None
+        return mix_experts(experts, weights, self.per_branch, shared_weights)
 
 
 class ExtractionSwitcher(nn.Module):

@@ -7,7 +7,7 @@ import torch
 
 from mfh_cli.errors import ConfigError
 from mfh_cli.models.parts.dense import DenseOptions
-from mfh_cli.models.parts.gates import Gates, mix_all, mix_branches
+from mfh_cli.models.parts.gates import Gates, mix_experts
 
 OPTIONS = DenseOptions(batch_norm=None)
 
@@ -37,7 +37,8 @@ def test_branch_mix_weights_its_own_experts_then_the_shared_ones(size, rows_firs
     experts = torch.randn(5, copies, count, size).transpose(0, 1) if rows_first else \
         torch.randn(copies, 5, count, size)
     weights = torch.rand(copies, 5, branches, per_branch + shared)
-    mixed = mix_branches(experts, weights, per_branch)
+    mixed, shared_output = mix_experts(experts, weights, per_branch)
+    assert shared_output is None
     for branch in range(branches):
         chosen = [*range(branch * per_branch, (branch + 1) * per_branch),
                   *range(branches * per_branch, count)]
@@ -46,9 +47,12 @@ def test_branch_mix_weights_its_own_experts_then_the_shared_ones(size, rows_firs
         assert torch.allclose(mixed[:, :, branch], expected, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [5, 64])
-def test_shared_mix_weights_every_expert(size):
+@pytest.mark.parametrize("size", [5, 64], ids=["broadcast", "matmul"])
+def test_shared_mix_weights_every_expert_and_leaves_the_branch_outputs_unchanged(size):
+    torch.manual_seed(2)
     experts = torch.randn(2, 3, 4, size)
-    weights = torch.rand(2, 3, 1, 4)
-    expected = sum(weights[:, :, 0, expert, None] * experts[:, :, expert] for expert in range(4))
-    assert torch.allclose(mix_all(experts, weights), expected, atol=1e-5)
+    branch_weights, shared_weights = torch.rand(2, 3, 2, 3), torch.rand(2, 3, 1, 4)
+    branch_output, shared_output = mix_experts(experts, branch_weights, 1, shared_weights)
+    expected = sum(shared_weights[:, :, 0, expert, None] * experts[:, :, expert] for expert in range(4))
+    assert torch.allclose(shared_output, expected, atol=1e-5)
+    assert torch.allclose(branch_output, mix_experts(experts, branch_weights, 1)[0], atol=1e-6)
