@@ -277,9 +277,9 @@ def inject_nan(elementwise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class FlatParameters:
     """A model's trainable parameters as views into one flat tensor, their gradients as views into another.
 
-    The optimizer then steps one tensor: a dozen large elementwise ops instead of a dozen small ones per
-    parameter tensor (MFH has 55; ~6 ms of a 60 ms one-thread step). Adam, AdamW and SGD are elementwise, so
-    every value is updated exactly as when each tensor is stepped apart (every parameter of the zoo gets a
+    The optimizer then steps one tensor: one fused kernel pass instead of one per parameter tensor (MFH has
+    55). Adam, AdamW and SGD are elementwise, so every value is updated as when each tensor is stepped apart, up
+    to float rounding where the kernel's vector blocks fall differently (every parameter of the zoo gets a
     gradient at every step, so none is skipped there either).
     """
 
@@ -300,9 +300,10 @@ class FlatParameters:
 
 
 def make_optimizer(values: torch.nn.Parameter, trainer: DictConfig) -> torch.optim.Optimizer:
-    """Adam (default), AdamW or SGD over the flat trainable parameters, from the trainer config."""
+    """Adam (default), AdamW or SGD over the flat trainable parameters, from the trainer config (fused kernels)."""
     choices = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     name = str(trainer.optimizer)
     if name not in choices:
         raise RunError(f"trainer.optimizer='{name}' is not one of {', '.join(choices)}")
-    return choices[name]([values], lr=float(trainer.lr), weight_decay=float(trainer.weight_decay))
+    # fused: the whole update is one kernel pass over the flat tensor (~5% of an mfh paper step saved on 2 cores)
+    return choices[name]([values], lr=float(trainer.lr), weight_decay=float(trainer.weight_decay), fused=True)

@@ -31,7 +31,7 @@ def trained_parameters(cfg, dataset, flat: bool, steps: int = 6) -> list[torch.T
         parameters = FlatParameters(model)
         optimizer, zero_grad = make_optimizer(parameters.values, cfg.trainer), parameters.zero_grad
     else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.trainer.lr))
+        optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg.trainer.lr), fused=True)  # as make_optimizer
         zero_grad = optimizer.zero_grad
     for step in range(steps):
         batch = train.rows(torch.arange(step * 200, step * 200 + 256))
@@ -44,14 +44,17 @@ def trained_parameters(cfg, dataset, flat: bool, steps: int = 6) -> list[torch.T
 
 
 @pytest.mark.parametrize("model", ["mfh", "biasnet"])
-def test_flat_parameters_step_exactly_like_separate_tensors(simulated, model):
+def test_flat_parameters_step_like_separate_tensors(simulated, model):
     _, dataset = simulated
     cfg = compose([*OVERRIDES, f"model={model}"])
     separate = trained_parameters(cfg, dataset, flat=False)
     flat = trained_parameters(cfg, dataset, flat=True)
     assert any(not torch.equal(value, start) for value, start in
                zip(separate, trained_parameters(cfg, dataset, flat=False, steps=0))), "training changed nothing"
-    assert all(torch.equal(a, b) for a, b in zip(separate, flat))
+    # Equal up to float rounding: the fused kernel handles a tensor's unaligned tail apart from its vector body,
+    # and the boundaries fall elsewhere in one flat tensor (a wrong view would differ by far more).
+    for a, b in zip(separate, flat):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
 
 
 def test_flat_parameters_are_the_model_state(simulated):
