@@ -1,4 +1,4 @@
-"""Model zoo speed: training samples/s (forward + backward + Adam step) of every model at both size presets,
+"""Model zoo speed: training samples/s (forward + backward + the engine's fused Adam step) of every model at both size presets,
 beside a naive per-expert-loop MFH (one nn.Linear per expert, gate, tower; Python loops as the authors' TF
 graph is written) of the same architecture, and each model's forward FLOPs per sample.
 
@@ -19,6 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import append_results, machine
 from mfh_cli.config import compose
 from mfh_cli.data.synthetic import simulate
+from mfh_cli.engine.loop import FlatParameters, make_optimizer
+from mfh_cli.engine.run import keep_freed_memory
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
 
 MODELS = ["mfh", "hmtl", "heter_abl", "flat", "biasnet", "shared_bottom", "mmoe", "cgc", "ple"]
@@ -119,22 +121,30 @@ class NaiveMFH(nn.Module):
         return logits.gather(1, columns[None, :] + group[:, None])  # [B, Tb]
 
 
+def engine_optimizer(model: nn.Module) -> tuple[torch.optim.Optimizer, FlatParameters]:
+    """The engine's optimizer path: parameters in one flat tensor stepped by fused Adam (trainer defaults)."""
+    flat = FlatParameters(model)
+    return make_optimizer(flat.values, compose([]).trainer), flat
+
+
 def samples_per_second(models: list, features, group, labels, mask, kinds, batch: int, steps: int
                        ) -> list[float]:
-    """Training samples/s of each model: batch / median seconds of a step (forward + backward + Adam).
+    """Training samples/s of each model: batch / median seconds of a step (forward + backward + Adam), with the
+    engine's optimizer path and memory settings (`keep_freed_memory`, as `mfh train`).
 
     The models' steps alternate, so that a comparison between them sees the same machine load.
     """
-    optimisers = [torch.optim.Adam(model.parameters(), lr=1e-3) for model in models]
+    keep_freed_memory()
+    optimisers = [engine_optimizer(model) for model in models]
     generator = torch.Generator().manual_seed(0)
     times: list[list[float]] = [[] for _ in models]
     for step in range(steps + 3):  # 3 warm-up steps
         rows = torch.randint(0, features.shape[0], (batch,), generator=generator)
-        for model, optimiser, seconds in zip(models, optimisers, times):
+        for model, (optimiser, flat), seconds in zip(models, optimisers, times):
             started = time.perf_counter()
             outputs = model.forward_features(features[rows], group[rows])
             loss = multitask_loss(elementwise_loss(outputs, labels[rows], kinds), mask[rows])
-            optimiser.zero_grad()
+            flat.zero_grad()
             loss.backward()
             optimiser.step()
             if step >= 3:

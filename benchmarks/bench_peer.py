@@ -29,7 +29,7 @@ from mfh_cli.config import compose
 from mfh_cli.data import Dataset
 from mfh_cli.data.synthetic import simulate
 from mfh_cli.engine.loop import Trainer, prepare_splits
-from mfh_cli.engine.run import task_weights
+from mfh_cli.engine.run import keep_freed_memory, task_weights
 from mfh_cli.models import build_model
 
 MODELS = ("mmoe", "ple")
@@ -135,6 +135,7 @@ def main() -> None:
               "`pip install '.[bench]'` (torch-rechub==0.9.0) to compare against it. Nothing measured.")
         return
     torch.set_num_threads(arguments.threads)
+    keep_freed_memory()  # as `mfh train` does; it is process-wide, so torch-rechub's trainer gets it too
     base = compose([f"data.rows={arguments.rows}"])
     behaviours = list(base.tasks.behaviours)
     dataset = simulate(base.data)

@@ -16,11 +16,13 @@ from collections import defaultdict
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
-from benchmarks.bench_models import MODELS, PRESETS, forward_flops, samples_per_second
+from benchmarks.bench_models import MODELS, PRESETS, engine_optimizer, forward_flops, samples_per_second
 from benchmarks.common import record, median_seconds
 from mfh_cli.config import compose
 from mfh_cli.data.synthetic import simulate
+from mfh_cli.engine.run import keep_freed_memory
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
+from mfh_cli.models.parts.dense import BatchNorm
 
 # Shape letters: N rows of random input, B batch rows, F input width, Tb behaviours.
 
@@ -28,6 +30,7 @@ PAPER_INPUT_WIDTH = 256
 TRAINING_FLOPS_PER_FORWARD = 3
 TARGET_SHARE = 0.70  # of the fp32 peak, for mfh at the paper preset
 MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"}
+ACTIVATION_OPS = {"relu", "relu_", "clamp_min", "clamp_min_", "threshold_backward"}
 SCOPES = ("data", "optimizer")  # record_function labels of a profiled step's phases
 
 
@@ -35,6 +38,18 @@ def matmul_flops_per_second(dtype: torch.dtype, size: int, repeats: int) -> floa
     """FLOP/s of a [size, size] @ [size, size] matmul in `dtype`: 2·size³ / median seconds."""
     left, right = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     return 2 * size**3 / median_seconds(lambda: torch.mm(left, right), repeats=repeats, warmup=2)
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
+    """Bytes/s of a large copy (read + write counted), the bound of elementwise ops on data beyond the caches."""
+    source = torch.randn(megabytes * (1 << 20) // 4)
+    target = torch.empty_like(source)
+    return 2 * source.nbytes / median_seconds(lambda: target.copy_(source), repeats=repeats, warmup=2)
+
+
+def hidden_values_per_row(model: torch.nn.Module) -> int:
+    """Hidden-layer values per row: the channels of every BatchNorm (each follows one activation)."""
+    return sum(module.weight.numel() for module in model.modules() if isinstance(module, BatchNorm))
 
 
 def random_inputs(rows: int, width: int, behaviours: int, groups: int) -> tuple[torch.Tensor, ...]:
@@ -57,7 +72,9 @@ def op_category(name: str, scope: str | None) -> str:
         return "BatchNorm"
     if "softmax" in op:
         return "gate softmax"
-    return "other (activations, copies, loss, autograd)"
+    if op in ACTIVATION_OPS:
+        return "activation (ReLU forward and backward)"
+    return "other (copies, concatenation, loss, autograd)"
 
 
 def enclosing_scope(event) -> str | None:
@@ -70,10 +87,11 @@ def enclosing_scope(event) -> str | None:
 
 
 def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: int, peak: float,
-                  flops: float) -> list[str]:
-    """Self CPU time of `steps` training steps by category and the top ops, as markdown lines."""
+                  flops: float, bandwidth: float) -> list[str]:
+    """Self CPU time of `steps` training steps by category and the top ops, and what the target would need,
+    as markdown lines."""
     features, group, labels, mask = inputs
-    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    optimiser, flat = engine_optimizer(model)
     generator = torch.Generator().manual_seed(1)
 
     def step() -> None:
@@ -82,7 +100,7 @@ def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: in
             batch_features, batch_group, batch_labels, batch_mask = (t[rows] for t in (features, group, labels, mask))
         outputs = model.forward_features(batch_features, batch_group)
         loss = multitask_loss(elementwise_loss(outputs, batch_labels, model.kinds), batch_mask)
-        optimiser.zero_grad()
+        flat.zero_grad()
         loss.backward()
         with record_function("optimizer"):
             optimiser.step()
@@ -102,9 +120,22 @@ def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: in
              "| where | ms per step | share |", "|---|---:|---:|"]
     for category, seconds in sorted(seconds_by_category.items(), key=lambda item: -item[1]):
         lines.append(f"| {category} | {1e3 * seconds / steps:.2f} | {seconds / total:.0%} |")
+    per_step = {category: 1e3 * seconds / steps for category, seconds in seconds_by_category.items()}
+    matmul_ms, step_ms = 1e3 * matmul_seconds / steps, 1e3 * total / steps
+    target_ms = 1e3 * TRAINING_FLOPS_PER_FORWARD * flops * batch / (TARGET_SHARE * peak)
+    normalise_ms = per_step.get("BatchNorm", 0.0) + per_step.get("activation (ReLU forward and backward)", 0.0)
+    pass_ms = 1e3 * hidden_values_per_row(model) * batch * 4 / bandwidth  # one read or write of them, fp32
     lines += ["", f"Inside the matmul ops alone the step runs at {matmul_rate / 1e9:.1f} GFLOP/s = "
               f"{matmul_rate / peak:.0%} of the fp32 peak; time outside matmuls is {1 - matmul_seconds / total:.0%} "
               "of the step. Achieved ≈ (matmul share) × (matmul efficiency) × peak.", "",
+              f"What {TARGET_SHARE:.0%} of the peak needs: the whole step in {target_ms:.0f} ms; its matmuls alone "
+              f"take {matmul_ms:.0f} ms at the efficiency above, and everything else {step_ms - matmul_ms:.0f} ms. "
+              f"BatchNorm and ReLU (forward and backward) take {normalise_ms:.0f} ms over "
+              f"{hidden_values_per_row(model):,} hidden values per row: one fp32 read or write of them for the "
+              f"batch costs {pass_ms:.1f} ms at the measured {bandwidth / 1e9:.0f} GB/s copy bandwidth, so they "
+              f"make ≈ {normalise_ms / pass_ms:.0f} such passes; eager PyTorch needs at least 13 (forward: ReLU 2, "
+              "BatchNorm 3 — statistics, then normalise; backward: BatchNorm 5, ReLU 3). Only fusing Linear, ReLU "
+              "and BatchNorm into the matmul's epilogue (a custom kernel) or halving the bytes (bf16) removes them.", "",
               "Top ops by self CPU time:", "", "| op | calls per step | ms per step |", "|---|---:|---:|"]
     top = sorted(profiler.key_averages(), key=lambda average: -average.self_cpu_time_total)[:10]
     lines += [f"| {average.key} | {average.count / steps:.0f} | {average.self_cpu_time_total / 1e3 / steps:.2f} |"
@@ -126,8 +157,10 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(0)
     repeats = 2 if arguments.quick else 5
+    keep_freed_memory()  # as `mfh train` does
     peak = {name: matmul_flops_per_second(dtype, arguments.matmul_size, repeats)
             for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    bandwidth = memory_bandwidth(16 if arguments.quick else 256, repeats)
     defaults = compose(["data.rows=2000"])
     schema = simulate(defaults.data).schema
     behaviours = len(defaults.tasks.behaviours)
@@ -135,7 +168,8 @@ def main() -> None:
     widths = {"compact": compact_width, "paper": PAPER_INPUT_WIDTH}
     lines = [f"Matmul peak ({arguments.matmul_size}² @ {arguments.matmul_size}², median of {repeats}): "
              f"fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s "
-             f"({peak['bf16'] / peak['fp32']:.1f}×).", "",
+             f"({peak['bf16'] / peak['fp32']:.1f}×). Memory: {bandwidth / 1e9:.1f} GB/s (copy of "
+             f"{16 if arguments.quick else 256} MB, read + write).", "",
              f"Training: batch {arguments.batch}, median of {arguments.steps} steps (forward + backward + Adam), "
              f"random inputs of width {widths['compact']} (compact) / {widths['paper']} (paper). "
              "FLOPs count matmuls (torch FlopCounterMode).", "",
@@ -163,7 +197,7 @@ def main() -> None:
         measure("mfh", "paper", "bf16", "mfh, bf16 autocast")
     model, flops, share = measured["paper", "mfh"]
     lines += ["", *profile_lines(model, inputs["paper"], arguments.batch, max(arguments.steps // 2, 2),
-                                 peak["fp32"], flops),
+                                 peak["fp32"], flops, bandwidth),
               "", f"Target: mfh paper training ≥ {TARGET_SHARE:.0%} of the fp32 peak: {share:.0%}, "
               f"{'met' if share >= TARGET_SHARE else 'NOT met'}."]
     title = "Roofline (benchmarks/bench_roofline.py)"
