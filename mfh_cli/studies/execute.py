@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
 from mfh_cli.studies.spec import Study, load_study
 
+PARENT_CHECK_SECONDS = 0.5
 RUNS_COLUMNS = ["study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id"]
 
 
@@ -87,12 +90,25 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
             for run in pending:
                 done(run, train_one(run.overrides, threads, data_dir, results_dir, force))
         else:
-            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
+                                     initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
                 futures = {pool.submit(train_one, run.overrides, threads, data_dir, results_dir, force): run
                            for run in pending}
                 for future in as_completed(futures):
                     done(futures[future], future.result())
     return failures
+
+
+def exit_with_parent(parent: int) -> None:
+    """Worker initializer: end this worker once the sweep's process is gone (after a `kill -9` of `mfh ablate`
+    alone it would otherwise go on training runs nobody collects; a run it was writing stays unfinished)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def train_one(overrides: Sequence[str], threads: int, data_dir: Path | None, results_dir: Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -85,6 +86,52 @@ def test_killed_sweep_resumes_without_losing_or_redoing_runs(mfh_path: str, tmp_
     model_rows = table[table["variant"] != "oracle"]
     assert sorted(model_rows["run_id"].unique()) == sorted(after)
     assert not model_rows.duplicated(["variant", "seed", "split", "group", "task"]).any()
+
+
+def children_of(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
+def test_workers_exit_when_the_sweep_process_is_killed_alone(mfh_path: str, tmp_path: Path):
+    args = [mfh_path, "ablate", "--study", "multifaceted", "--seeds", "3", "--jobs", "2", "--quiet", *TINY,
+            "data.rows=20000"]
+    env = {**os.environ, "MFH_RESULTS_DIR": str(tmp_path / "results")}
+    process = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline, workers = time.time() + 120, []
+        while time.time() < deadline and len(workers) < 2:  # the pool's spawned workers (and its tracker)
+            workers = [pid for pid in children_of(process.pid) if "spawn_main" in
+                       Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+            time.sleep(0.2)
+        assert len(workers) == 2, "the sweep never started its two workers"
+        process.send_signal(signal.SIGKILL)  # the parent alone: no cleanup code of ours runs
+        process.wait()
+        deadline = time.time() + 30
+        while time.time() < deadline and any(alive(pid) for pid in workers):
+            time.sleep(0.2)
+        assert not any(alive(pid) for pid in workers), "workers outlived the sweep process"
+    finally:  # whatever failed, leave nothing running: the session's group holds the parent and its workers
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow
