@@ -14,13 +14,16 @@ TINY = ["data.rows=5000", "trainer=smoke"]
     ("nosuchkey=3", "nosuchkey"),
     ("model=nosuchmodel", "nosuchmodel"),
     ("seed", "key=value"),
+    ("trainer.precision=fp16", "trainer.precision='fp16' is not one of fp32, bf16"),
+    ("trainer.optimizer=lion", "trainer.optimizer='lion' is not one of adam, adamw, sgd"),
 ])
-def test_bad_override_is_one_line_and_exit_code_2(run_mfh, override: str, expected: str):
+def test_bad_override_is_one_line_and_exit_code_2(run_mfh, tmp_path: Path, override: str, expected: str):
     result = run_mfh("train", override)
     assert result.returncode == 2
     assert expected in result.stderr
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "results").glob("runs/*/metrics.json")), "a failed run left a result"
 
 
 def test_train_prints_metrics_per_group_and_writes_the_run(run_mfh, tmp_path: Path):

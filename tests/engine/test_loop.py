@@ -1,5 +1,5 @@
-"""The training loop's speed-ups keep the numbers: flat parameters step exactly like per-tensor Adam, splits of
-time-ordered rows are views holding the same rows as a boolean selection."""
+"""The training loop's speed-ups keep the numbers: flat parameters step like per-tensor Adam, splits of
+time-ordered rows are views holding the same rows as a boolean selection; bf16 autocast reaches the layers."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from mfh_cli.data.synthetic import simulate
 from mfh_cli.engine.loop import FlatParameters, Trainer, make_optimizer, prepare_splits
 from mfh_cli.engine.run import task_weights
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
+from mfh_cli.models.parts.dense import StackedLinear
 
 OVERRIDES = ["data.rows=3000", "trainer.history_every=0"]
 
@@ -70,6 +71,22 @@ def test_flat_parameters_are_the_model_state(simulated):
     assert torch.equal(first, before[first_name] + 1.0)
     model.load_state_dict(before)  # restoring the best epoch writes into the flat tensor too
     assert torch.equal(parameters.values[:first.numel()], before[first_name].reshape(-1))
+
+
+@pytest.mark.parametrize("precision, inside", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
+def test_precision_sets_the_dtype_of_the_layers_and_outputs_stay_fp32(simulated, precision, inside):
+    cfg, dataset = simulated
+    cfg = compose([*OVERRIDES, f"trainer.precision={precision}"])
+    torch.manual_seed(0)
+    model = build_model(cfg, dataset.schema)
+    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
+    trainer = Trainer(model, splits, cfg.trainer, torch.ones(3, 3), seed=0)
+    seen = []
+    first_linear = next(module for module in model.modules() if isinstance(module, StackedLinear))
+    first_linear.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    outputs = trainer.forward(splits["train"].rows(slice(0, 64)))
+    assert seen == [inside]
+    assert outputs.dtype == torch.float32 and torch.isfinite(outputs).all()
 
 
 def test_time_ordered_splits_are_views_with_the_selected_rows(simulated):
