@@ -1,5 +1,5 @@
 """The study-sized run, the main job's unit of work: wall time of `mfh train model=mfh trainer.threads=1 --quiet`
-on the default simulator (100k rows, compact, batch 1024, up to 8 epochs with early stopping), each run a fresh
+on the default simulator (60k rows, compact, batch 1024, up to 8 epochs with early stopping), each run a fresh
 process, as `mfh ablate` workers run it with one thread each.
 
 Sections (all by default; `--sections` picks some):
