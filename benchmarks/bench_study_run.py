@@ -32,6 +32,7 @@ import pandas as pd
 
 from benchmarks.common import record
 
+REPOSITORY = Path(__file__).resolve().parents[1]
 STUDY_RUN = ["model=mfh", "trainer.threads=1"]
 QUICK_RUN = ["data.rows=6000", "trainer.max_epochs=1"]
 SECTIONS = ("speedup", "bf16", "compile", "study")
@@ -42,11 +43,14 @@ def train_in_subprocess(overrides: list[str], source: Path | None = None, enviro
     env = {**os.environ, **(environment or {})}
     if source is not None:
         env["PYTHONPATH"] = str(source)
+    # `python -m` puts the working directory first on sys.path: run from the source tree itself, or the
+    # baseline would import this tree's package (PYTHONPATH comes after the working directory).
+    working_directory = source if source is not None else REPOSITORY
     with tempfile.TemporaryDirectory() as results:
         command = [sys.executable, "-m", "mfh_cli", "train", *overrides, "--quiet", "--format", "json",
                    "--results-dir", results]
         started = time.perf_counter()
-        finished = subprocess.run(command, env=env, capture_output=True, text=True)
+        finished = subprocess.run(command, env=env, capture_output=True, text=True, cwd=working_directory)
         wall = time.perf_counter() - started
         if finished.returncode != 0:
             raise SystemExit(f"{' '.join(command)} failed: {finished.stderr.strip()[-500:]}")
