@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -152,12 +153,20 @@ def samples_per_second(models: list, features, group, labels, mask, kinds, batch
     return [batch / statistics.median(seconds) for seconds in times]
 
 
-def forward_flops(model, features, group) -> float:
-    """Forward FLOPs per sample (matmuls, as counted by torch's FlopCounterMode) at a batch of 256."""
+FLOP_ROWS = 256  # the batch FLOPs are counted on
+
+
+def counted_flops(forward: Callable[[], object]) -> float:
+    """FLOPs per row of `forward()`, a forward pass over FLOP_ROWS rows (matmuls, torch's FlopCounterMode)."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        model.forward_features(features[:256], group[:256])
-    return counter.get_total_flops() / 256
+        forward()
+    return counter.get_total_flops() / FLOP_ROWS
+
+
+def forward_flops(model, features, group) -> float:
+    """Forward FLOPs per sample of a model fed fixed-width features."""
+    return counted_flops(lambda: model.forward_features(features[:FLOP_ROWS], group[:FLOP_ROWS]))
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ import time
 import numpy as np
 import torch
 from omegaconf import DictConfig
-from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.bench_models import FLOP_ROWS, counted_flops
 from benchmarks.bench_roofline import TRAINING_FLOPS_PER_FORWARD, matmul_flops_per_second
 from benchmarks.common import record
 from mfh_cli.config import compose
@@ -116,14 +116,6 @@ def describe_preset(preset: str) -> str:
     return f"towers per user group {towers}; embedding width {size.embedding_dim} per categorical field"
 
 
-def forward_flops(model: torch.nn.Module, dataset: Dataset, rows: int = 256) -> float:
-    """Matmul FLOPs of one forward pass per row (torch's FlopCounterMode), embeddings included."""
-    counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
-        model(dataset.categorical[:rows], dataset.dense[:rows], dataset.group[:rows])
-    return counter.get_total_flops() / rows
-
-
 def parameters(model: torch.nn.Module) -> int:
     return sum(parameter.numel() for parameter in model.parameters())
 
@@ -182,7 +174,8 @@ def main() -> None:
                        f"{len(switcher.layers)} levels, {list(switcher.layers[0])}"
                        if name == "ple" else f"{switcher.shared_experts} × {list(switcher.layers[0])}")
             model = build_model(cfg, dataset.schema)
-            training_flops = TRAINING_FLOPS_PER_FORWARD * forward_flops(model, dataset)
+            training_flops = TRAINING_FLOPS_PER_FORWARD * counted_flops(lambda: model(
+                dataset.categorical[:FLOP_ROWS], dataset.dense[:FLOP_ROWS], dataset.group[:FLOP_ROWS]))
             lines.append(f"| {preset} | {name} | {experts} | {parameters(model):,} | "
                          f"{parameters(peer_model(cfg, dataset)[0]):,} | {ours_rate:,.0f} | {their_rate:,.0f} | "
                          f"**{ours_rate / their_rate:.2f}×** | {ours_rate * training_flops / peak:.0%} | "

@@ -49,9 +49,14 @@ def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     return 2 * source.nbytes / median_seconds(lambda: target.copy_(source), repeats=repeats, warmup=2)
 
 
-def normalisation_passes(bandwidth: float, rows: int, width: int = 4096, repeats: int = 20) -> float:
-    """ReLU then BatchNorm, forward and backward, on [rows, width] alone with every input beyond the caches:
-    its time in passes of the tensor at `bandwidth` (the eager floor the in-model figure is compared with)."""
+NORMALISATION_WIDTH = 4096  # the widest hidden layer of mfh paper (2 trees × 8 experts × 256)
+
+
+def normalisation_passes(bandwidth: float, rows: int, repeats: int = 20) -> float:
+    """ReLU then BatchNorm, forward and backward, on [rows, NORMALISATION_WIDTH] alone with every input beyond
+    the caches: its time in passes of the tensor at `bandwidth` (the eager floor the in-model figure is compared
+    with)."""
+    width = NORMALISATION_WIDTH
     pool = [torch.randn(rows, width) for _ in range(12)]  # 12 × 16 MB at 1024 rows: past the caches
     weight, bias = torch.ones(width, requires_grad=True), torch.zeros(width, requires_grad=True)
     times = []
@@ -142,20 +147,21 @@ def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: in
     matmul_ms, step_ms = 1e3 * matmul_seconds / steps, 1e3 * total / steps
     target_ms = 1e3 * TRAINING_FLOPS_PER_FORWARD * flops * batch / (TARGET_SHARE * peak)
     normalise_ms = per_step.get("BatchNorm", 0.0) + per_step.get("activation (ReLU forward and backward)", 0.0)
-    pass_ms = 1e3 * hidden_values_per_row(model) * batch * 4 / bandwidth  # one read or write of them, fp32
+    hidden = hidden_values_per_row(model)
+    pass_ms = 1e3 * hidden * batch * 4 / bandwidth  # one read or write of them, fp32
     lines += ["", f"Inside the matmul ops alone the step runs at {matmul_rate / 1e9:.1f} GFLOP/s = "
               f"{matmul_rate / peak:.0%} of the fp32 peak; time outside matmuls is {1 - matmul_seconds / total:.0%} "
               "of the step. Achieved ≈ (matmul share) × (matmul efficiency) × peak.", "",
               f"What {TARGET_SHARE:.0%} of the peak needs: the whole step in {target_ms:.0f} ms; its matmuls alone "
               f"take {matmul_ms:.0f} ms at the efficiency above, and everything else {step_ms - matmul_ms:.0f} ms. "
               f"BatchNorm and ReLU (forward and backward) take {normalise_ms:.0f} ms over "
-              f"{hidden_values_per_row(model):,} hidden values per row: one fp32 read or write of them for the "
+              f"{hidden:,} hidden values per row: one fp32 read or write of them for the "
               f"batch costs {pass_ms:.1f} ms at the measured {bandwidth / 1e9:.0f} GB/s copy bandwidth, so they "
               f"make ≈ {normalise_ms / pass_ms:.0f} such passes. Eager PyTorch needs at least 13 (forward: ReLU 2, "
               "BatchNorm 3 — statistics, then normalise; backward: BatchNorm 5, ReLU 3), and ReLU + BatchNorm "
-              f"alone on a [{batch}, 4096] tensor beyond the caches measure {floor_passes:.0f} passes here. Only "
-              "fusing Linear, ReLU and BatchNorm into the matmul's epilogue (a custom kernel) or halving the "
-              "bytes (bf16) removes them.", "",
+              f"alone on a [{batch}, {NORMALISATION_WIDTH}] tensor beyond the caches measure {floor_passes:.0f} "
+              "passes here. Only fusing Linear, ReLU and BatchNorm into the matmul's epilogue (a custom kernel) or "
+              "halving the bytes (bf16) removes them.", "",
               "Top ops by self CPU time:", "", "| op | calls per step | ms per step |", "|---|---:|---:|"]
     top = sorted(profiler.key_averages(), key=lambda average: -average.self_cpu_time_total)[:10]
     lines += [f"| {average.key} | {average.count / steps:.0f} | {average.self_cpu_time_total / 1e3 / steps:.2f} |"

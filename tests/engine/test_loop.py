@@ -75,7 +75,7 @@ def test_flat_parameters_are_the_model_state(simulated):
 
 @pytest.mark.parametrize("precision, inside", [("fp32", torch.float32), ("bf16", torch.bfloat16)])
 def test_precision_sets_the_dtype_of_the_layers_and_outputs_stay_fp32(simulated, precision, inside):
-    cfg, dataset = simulated
+    _, dataset = simulated
     cfg = compose([*OVERRIDES, f"trainer.precision={precision}"])
     torch.manual_seed(0)
     model = build_model(cfg, dataset.schema)

@@ -101,6 +101,14 @@ def children_of(pid: int) -> list[int]:
     return found
 
 
+def command_line(pid: int) -> str:
+    """A process's command line ('' once it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -119,8 +127,7 @@ def test_workers_exit_when_the_sweep_process_is_killed_alone(mfh_path: str, tmp_
     try:
         deadline, workers = time.time() + 120, []
         while time.time() < deadline and len(workers) < 2:  # the pool's spawned workers (and its tracker)
-            workers = [pid for pid in children_of(process.pid) if "spawn_main" in
-                       Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")]
+            workers = [pid for pid in children_of(process.pid) if "spawn_main" in command_line(pid)]
             time.sleep(0.2)
         assert len(workers) == 2, "the sweep never started its two workers"
         process.send_signal(signal.SIGKILL)  # the parent alone: no cleanup code of ours runs
