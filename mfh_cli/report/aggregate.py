@@ -1,22 +1,25 @@
-"""Seeds → one cell per (group, variant, task): mean, 95% t interval, relative change against the reference,
-direction and a paired t-test over seeds (SPEC §4). The result is the one tidy table every output is rendered from."""
+"""Seeds → one cell per (group, variant, task): mean, 95% t interval, relative change against the reference with
+its paired interval, direction, a paired t-test over seeds and the verdict (SPEC §4, report/verdicts.py). The
+result is the one tidy table every output is rendered from."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
 from mfh_cli.report.collect import ORACLE, StudyResults
+from mfh_cli.report.verdicts import ALPHA, LOWER_IS_BETTER, decide, half_width, paired_statistics
 
-CONFIDENCE = 0.95
-SIGNIFICANCE = 0.05
-LOWER_IS_BETTER = {"mse": True, "auc": False}
+CONFIDENCE = 1 - ALPHA
+SIGNIFICANCE = ALPHA
 CELL = ["group", "task", "metric"]
+PAIRED_COLUMNS = ["n_pairs", "difference_mean", "difference_sd", "p_value", "paired_reference_mean"]
 TIDY_COLUMNS = ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high", "n_seeds", "relative_change",
-                "p_value", "significant", "better", "paper_value", "paper_change", "reason"]
+                "p_value", "significant", "better", "paper_value", "paper_change", "reason",
+                "change_ci_low", "change_ci_high", "p_adjusted", "detectable_change", "seeds_needed", "verdict",
+                "n_pairs", "difference_mean", "difference_sd", "paired_reference_mean", "paper_change_as_ours",
+                "p_paper", "p_paper_adjusted"]
 
 
 def relative_change(value: np.ndarray | float, reference: np.ndarray | float) -> np.ndarray:
@@ -39,18 +42,9 @@ def t_interval(mean: pd.Series, std: pd.Series, count: pd.Series) -> tuple[pd.Se
     return mean - half_width, mean + half_width
 
 
-def paired_p_values(variant: pd.DataFrame, reference: pd.DataFrame) -> np.ndarray:
-    """Two-sided paired t-test (scipy ttest_rel) per row of two [cells, seeds] frames, pairs with a NaN dropped;
-    NaN where fewer than two pairs remain or the differences have no spread and no mean."""
-    variant, reference = variant.align(reference, join="left")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # too few pairs / zero spread: scipy warns and returns NaN, which we keep
-        result = stats.ttest_rel(variant.to_numpy(float), reference.to_numpy(float), axis=1, nan_policy="omit")
-    return np.asarray(result.pvalue, dtype=float)
-
-
 def summarise(study: StudyResults) -> pd.DataFrame:
-    """The tidy table of a study (TIDY_COLUMNS); paper columns are left empty for `paper.attach_paper`."""
+    """The tidy table of a study (TIDY_COLUMNS) with verdicts against no paper; `paper.attach_paper` then fills
+    the paper columns and decides again."""
     runs = study.runs
     cells = (runs.groupby(["group", "variant", "task", "metric"], sort=False)
              .agg(mean=("value", "mean"), std=("value", "std"), n_seeds=("value", "count"),
@@ -65,35 +59,44 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     cells["relative_change"] = pd.Series(relative_change(cells["mean"], cells["reference_mean"])).mask(is_reference)
     cells["better"] = better_direction(cells["relative_change"], cells["metric"])
 
-    cells["p_value"] = _paired_tests(runs, cells, study.reference)
-    cells["significant"] = cells["p_value"] < SIGNIFICANCE
+    cells = cells.join(_paired_cells(runs, cells, study.reference))
+    half = pd.Series([half_width(sd, n) for sd, n in zip(cells["difference_sd"], cells["n_pairs"])],
+                     index=cells.index)
+    scale = 100 / cells["paired_reference_mean"]
+    cells["change_ci_low"] = (cells["difference_mean"] - half) * scale
+    cells["change_ci_high"] = (cells["difference_mean"] + half) * scale
     cells["paper_value"] = np.nan
     cells["paper_change"] = np.nan
+    cells["paper_change_as_ours"] = np.nan
     missing_seeds = cells["n_runs"] - cells["n_seeds"]
     cells["reason"] = np.where(missing_seeds == 0, "",
                                np.where(cells["n_seeds"] == 0, cells["reason"],
                                         missing_seeds.astype(str) + " of " + cells["n_runs"].astype(str)
                                         + " seeds: " + cells["reason"]))
-    return _ordered(cells, study)[TIDY_COLUMNS]
+    return decide(_ordered(cells, study))[TIDY_COLUMNS]
 
 
 def _first_reason(reasons: pd.Series) -> str:
     return next((reason for reason in reasons if reason), "")
 
 
-def _paired_tests(runs: pd.DataFrame, cells: pd.DataFrame, reference: str) -> pd.Series:
-    """p of each non-reference, non-oracle cell against the reference's cell, paired by seed."""
+def _paired_cells(runs: pd.DataFrame, cells: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """PAIRED_COLUMNS of each non-reference, non-oracle cell against the reference's cell, paired by seed (a seed
+    missing on either side is dropped); NaN elsewhere."""
     per_seed = runs.set_index(["variant", *CELL, "seed"])["value"].unstack("seed")
     reference_seeds = per_seed.xs(reference, level="variant")
-    p_values = pd.Series(np.nan, index=cells.index)
-    for variant in cells["variant"].unique():
-        if variant in (reference, ORACLE):
+    paired = pd.DataFrame(np.nan, index=cells.index, columns=PAIRED_COLUMNS)
+    for position, row in cells.iterrows():
+        if row["variant"] in (reference, ORACLE):
             continue
-        variant_seeds = per_seed.xs(variant, level="variant")
-        tested = pd.Series(paired_p_values(variant_seeds, reference_seeds), index=variant_seeds.index)
-        rows = cells["variant"] == variant
-        p_values[rows] = tested.reindex(pd.MultiIndex.from_frame(cells.loc[rows, CELL])).to_numpy()
-    return p_values
+        key = (row["group"], row["task"], row["metric"])
+        variant_values = per_seed.loc[(row["variant"], *key)]
+        reference_values = reference_seeds.loc[key]
+        both = variant_values.notna() & reference_values.notna()
+        statistics = paired_statistics((variant_values - reference_values)[both].to_numpy())
+        statistics["paired_reference_mean"] = float(reference_values[both].mean()) if both.any() else np.nan
+        paired.loc[position] = pd.Series(statistics)
+    return paired
 
 
 def _ordered(cells: pd.DataFrame, study: StudyResults) -> pd.DataFrame:

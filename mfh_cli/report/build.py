@@ -1,5 +1,6 @@
-"""`mfh report`: every study's tidy table (mean ± 95% interval, change, paired test, the paper beside ours)
-written to results/tables and printed, and the overfitting figure. Reads result files only; never imports torch."""
+"""`mfh report`: every study's tidy table (mean ± 95% interval, change, paired test, the paper beside ours), its
+verdicts and closing line, written to results/tables and printed, and the overfitting figure. Reads result files
+only; never imports torch."""
 
 from __future__ import annotations
 
@@ -10,21 +11,25 @@ import pandas as pd
 from rich.console import Console
 
 from mfh_cli.errors import ConfigError
-from mfh_cli.report.aggregate import SIGNIFICANCE, summarise
+from mfh_cli.report.aggregate import summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
 from mfh_cli.report.figures import overfitting_series, ratio_line, write_overfitting_figure
 from mfh_cli.report.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
-from mfh_cli.report.render import study_latex, study_markdown, study_rich_table
+from mfh_cli.report.render import study_latex, study_markdown, study_rich_table, verdict_rich_table
+from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, verdict_line
 
 FORMATS = ("table", "csv", "markdown", "latex")
 
 
 @dataclass
 class ReportSummary:
-    """What a report produced: one paper-agreement line per table compared with the paper, and the files written."""
+    """What a report produced: one verdict line per table, one paper-agreement line per table compared with the
+    paper, one line per control the study expects, and the files written."""
 
+    verdicts: list[str] = field(default_factory=list)
     agreement: list[str] = field(default_factory=list)
+    controls: list[str] = field(default_factory=list)
     files: list[Path] = field(default_factory=list)
 
 
@@ -51,7 +56,11 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
             tidy = attach_paper(tidy, found.paper_table)
             agreement = agreement_line(tidy, title)
             summary.agreement.append(agreement)
-        notes = table_notes(found, tidy, beside_paper) + ([agreement] if agreement else [])
+        verdicts = verdict_line(tidy, title)
+        summary.verdicts.append(verdicts)
+        controls = control_lines(found, tidy)
+        summary.controls += controls
+        notes = table_notes(found, tidy, beside_paper) + [verdicts, *controls] + ([agreement] if agreement else [])
         texts = {"md": study_markdown(tidy, title, beside_paper, notes),
                  "tex": study_latex(tidy, title, beside_paper, notes)}
         summary.files.append(_write_csv(tidy, results_dir / "tables" / f"{stem}.csv"))
@@ -59,6 +68,7 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
                           for suffix, text in texts.items()]
         if fmt == "table":
             console.print(study_rich_table(tidy, title, beside_paper))
+            console.print(verdict_rich_table(tidy, f"{title}: what each cell establishes"))
         elif fmt == "csv":
             console.out(tidy.to_csv(index=False), end="", highlight=False)
         else:  # markdown and LaTeX carry their notes inside the rendered text
@@ -79,7 +89,13 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
     seeds = study.runs["seed"].nunique()
     notes = [f"value = mean over seeds ± half-width of the 95% t interval; change = (variant − "
              f"{study.reference}) / {study.reference} × 100 (SPEC §4), lower MSE and higher AUC are better; "
-             f"* = paired t-test over seeds (scipy ttest_rel) p < {SIGNIFICANCE}"]
+             f"* = paired t-test over seeds, Holm-corrected over the table's cells, p < {ALPHA:g}",
+             f"verdicts (SPEC §4): interval = paired 95% t interval of the change; p (Holm) = paired t-test of no "
+             f"change, Holm-corrected over the table; confirmed / opposite = no change rejected, on / against the "
+             f"paper's side; smaller = the paper's change rejected but not no change; inconclusive = neither; "
+             f"better / worse / no difference shown where the paper has no value; detectable = the change these "
+             f"seeds detect with 80% power at α/cells; seeds needed = for the paper's change (else "
+             f"{DEFAULT_EFFECT_PCT:g}%)"]
     if study.info.get("note"):
         notes.append(str(study.info["note"]))
     if seeds < 2:
@@ -93,6 +109,22 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
         notes.append(f"paper = the value and change printed in the paper's appendix Table {study.paper_table} "
                      f"(arXiv 2110.13365, Tencent data): compare directions, not values")
     return notes
+
+
+def control_lines(study: StudyResults, tidy: pd.DataFrame) -> list[str]:
+    """One line per variant the study file expects a verdict of (`expected` in conf/study): what it got."""
+    lines = []
+    for variant, expected in (study.info.get("expected") or {}).items():
+        cells = tidy[(tidy["variant"] == variant) & (tidy["verdict"] != "")]
+        counts = cells["verdict"].value_counts()
+        got = ", ".join(f"{int(count)} {name}" for name, count in counts.items())
+        hits = int(counts.get(expected, 0))
+        significant = int(cells["significant"].sum())
+        kind = "positive" if expected in ("better", "worse") else "negative"
+        lines.append(f"{kind} control, {variant} vs {study.reference} ({study.dataset}): expected '{expected}', "
+                     f"got '{expected}' in {hits} of {len(cells)} cells ({got}; {significant} significant after "
+                     f"Holm, α = {ALPHA:g} over the table)")
+    return lines
 
 
 def _write_csv(tidy: pd.DataFrame, path: Path) -> Path:

@@ -1,5 +1,5 @@
-"""The paper's appendix tables (packaged `paper_tables.csv`, see PAPER_SOURCE.md) beside ours, and whether the
-direction of each change agrees with the one the paper printed."""
+"""The paper's appendix tables (packaged `paper_tables.csv`, see PAPER_SOURCE.md) beside ours, the paper's printed
+changes converted to our formula for the verdicts, and whether the direction of each change agrees."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfh_cli.report.aggregate import LOWER_IS_BETTER
+from mfh_cli.report.verdicts import LOWER_IS_BETTER, decide
 
 PAPER_TABLES = Path(__file__).resolve().with_name("paper_tables.csv")
+# SPEC §4: Table 4's printed changes divide by the compared row (mfh), not by the reference (biasnet).
+DIVIDED_BY_THE_VARIANT = {4}
 
 
 def paper_tables() -> pd.DataFrame:
@@ -20,14 +22,22 @@ def paper_tables() -> pd.DataFrame:
 
 
 def attach_paper(tidy: pd.DataFrame, table: int) -> pd.DataFrame:
-    """The tidy table with `paper_value` / `paper_change` filled from the paper's Table `table`
-    (matched on group, variant = the paper's model, task and metric)."""
+    """The tidy table with `paper_value` / `paper_change` filled from the paper's Table `table` (matched on
+    group, variant = the paper's model, task and metric), `paper_change_as_ours` in our formula (variant −
+    reference) / reference, and the verdicts decided against it."""
     rows = paper_tables()
-    rows = rows.loc[rows["table"] == table, ["group", "model", "task", "metric", "value", "printed_rel_change_pct"]]
+    rows = rows[rows["table"] == table]
+    references = rows.loc[rows["is_reference"] == 1, ["group", "task", "metric", "value"]].rename(
+        columns={"value": "paper_reference_value"})
+    rows = rows[["group", "model", "task", "metric", "value", "printed_rel_change_pct"]].merge(
+        references, on=["group", "task", "metric"], how="left")
     rows = rows.rename(columns={"model": "variant", "value": "paper_value", "printed_rel_change_pct": "paper_change"})
-    merged = tidy.drop(columns=["paper_value", "paper_change"]).merge(
-        rows, on=["group", "variant", "task", "metric"], how="left")
-    return merged[tidy.columns]
+    rows["paper_change_as_ours"] = rows["paper_change"]
+    if table in DIVIDED_BY_THE_VARIANT:  # printed = (v − r) / v; ours = (v − r) / r = printed · v / r
+        rows["paper_change_as_ours"] = rows["paper_change"] * rows["paper_value"] / rows["paper_reference_value"]
+    merged = tidy.drop(columns=["paper_value", "paper_change", "paper_change_as_ours"]).merge(
+        rows.drop(columns="paper_reference_value"), on=["group", "variant", "task", "metric"], how="left")
+    return decide(merged[tidy.columns])
 
 
 def paper_better(printed_change: pd.Series, metric: pd.Series) -> pd.Series:
@@ -41,7 +51,8 @@ def paper_better(printed_change: pd.Series, metric: pd.Series) -> pd.Series:
 
 def agreement_line(tidy: pd.DataFrame, label: str) -> str:
     """'<label>: direction agrees with the paper in k of n cells (m significant)': a cell agrees when our change
-    and the paper's printed change are both better or both worse; m counts agreeing cells with p < 0.05."""
+    and the paper's printed change are both better or both worse; m counts agreeing cells significant after Holm
+    (the `confirmed` verdicts). A secondary figure: the verdicts say what the cells establish."""
     compared = tidy[tidy["paper_change"].notna()]
     agrees = (compared["better"] == paper_better(compared["paper_change"], compared["metric"])).fillna(False)
     significant = int((agrees & compared["significant"]).sum())

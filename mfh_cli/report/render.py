@@ -137,13 +137,55 @@ def study_rich_table(tidy: pd.DataFrame, title: str, paper: bool) -> Table:
     return table
 
 
+VERDICT_HEADER = ["group", "variant", "task", "change", "95% interval", "p (Holm)", "detectable", "seeds needed",
+                  "paper", "verdict"]
+
+
+def verdict_rows(tidy: pd.DataFrame) -> list[list[str]]:
+    """One row of text per tested cell (VERDICT_HEADER): what the cell establishes and what deciding it takes."""
+    rows = []
+    for row in tidy[tidy["verdict"] != ""].itertuples(index=False):
+        interval = ("—" if np.isnan(row.change_ci_low)
+                    else f"[{row.change_ci_low:+.2f}%, {row.change_ci_high:+.2f}%]")
+        paper = "" if np.isnan(row.paper_change_as_ours) else f"{row.paper_change_as_ours:+.2f}%"
+        rows.append([row.group, row.variant, f"{row.task} {row.metric.upper()}",
+                     "—" if np.isnan(row.relative_change) else f"{row.relative_change:+.2f}%", interval,
+                     "—" if np.isnan(row.p_adjusted) else f"{row.p_adjusted:.3f}",
+                     "—" if np.isnan(row.detectable_change) else f"{row.detectable_change:.2f}%",
+                     _seed_count(row.seeds_needed), paper, row.verdict])
+    return rows
+
+
+def _seed_count(value: float) -> str:
+    if np.isnan(value):
+        return "—"
+    return "> 100,000" if np.isinf(value) else f"{value:,.0f}"
+
+
+def verdict_rich_table(tidy: pd.DataFrame, title: str) -> Table:
+    """The verdicts in the terminal: a row per tested cell."""
+    table = Table(title=title, show_lines=False)
+    for name in VERDICT_HEADER:
+        table.add_column(name, justify="left" if name in ("group", "variant", "task", "verdict") else "right")
+    for row in verdict_rows(tidy):
+        table.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(row[-1])))
+    return table
+
+
+VERDICT_STYLES = {"confirmed": "green", "better": "green", "opposite": "red", "worse": "red", "smaller": "yellow"}
+
+
 def study_markdown(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -> str:
-    """A Markdown heading, one table row per group × variant, and the notes as a list."""
+    """A Markdown heading, one table row per group × variant, the verdicts, and the notes as a list."""
     labels, rows = study_layout(tidy)
     header = ["group", "variant", *_header(labels, paper)]
     lines = [f"### {title}", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
     for group, variant, cells in rows:
         lines.append(_markdown_row([group, variant, *(text for cell in cells for text in _cells(cell, paper))]))
+    verdicts = verdict_rows(tidy)
+    if verdicts:
+        lines += ["", _markdown_row(VERDICT_HEADER), _markdown_row(["---"] * len(VERDICT_HEADER))]
+        lines += [_markdown_row(row) for row in verdicts]
     lines += [""] + [f"- {note}" for note in notes]
     return "\n".join(lines) + "\n"
 
@@ -180,6 +222,12 @@ def study_latex(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -
         texts = [variant, *(text for cell in cells for text in _cells(cell, paper))]
         lines.append(" & ".join(latex_escape(text) for text in texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    verdicts = verdict_rows(tidy)
+    if verdicts:
+        lines += [r"\par\medskip", r"\begin{tabular}{lll" + "r" * (len(VERDICT_HEADER) - 4) + "l}", r"\toprule",
+                  " & ".join(latex_escape(name) for name in VERDICT_HEADER) + r" \\", r"\midrule"]
+        lines += [" & ".join(latex_escape(text) for text in row) + r" \\" for row in verdicts]
+        lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [r"\par\footnotesize " + latex_escape(note) for note in notes]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -41,16 +41,25 @@ def _markdown_cells(line: str) -> list[str]:
     return [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
 
 
-def test_markdown_has_one_row_per_group_and_variant(study_with_gaps, results_dir, captured_console):
+def _markdown_tables(markdown: str) -> list[list[str]]:
+    """The Markdown tables of a text, each as its lines (header, separator, rows)."""
+    blocks = [block.splitlines() for block in markdown.split("\n\n")]
+    return [lines for lines in blocks if lines and all(line.startswith("|") for line in lines)]
+
+
+def test_markdown_has_one_row_per_group_and_variant_then_one_per_tested_cell(study_with_gaps, results_dir,
+                                                                             captured_console):
     run_report(results_dir, fmt="markdown", console=captured_console)
-    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv", keep_default_na=False)
     markdown = (results_dir / "tables" / "gaps.md").read_text()
-    table_lines = [line for line in markdown.splitlines() if line.startswith("|")]
-    header, separator, *rows = table_lines
-    assert len(rows) == len(tidy[["group", "variant"]].drop_duplicates())
-    width = len(_markdown_cells(header))
-    assert all(set(cell) == {"-"} for cell in _markdown_cells(separator)) and len(_markdown_cells(separator)) == width
-    assert all(len(_markdown_cells(row)) == width for row in rows)
+    study_table, verdict_table = _markdown_tables(markdown)
+    expected_rows = [len(tidy[["group", "variant"]].drop_duplicates()), int((tidy["verdict"] != "").sum())]
+    for (header, separator, *rows), expected in zip((study_table, verdict_table), expected_rows):
+        assert len(rows) == expected
+        width = len(_markdown_cells(header))
+        assert all(set(cell) == {"-"} for cell in _markdown_cells(separator))
+        assert len(_markdown_cells(separator)) == width
+        assert all(len(_markdown_cells(row)) == width for row in rows)
     assert markdown in captured_console.file.getvalue()  # printed as well as written
 
 
@@ -60,12 +69,16 @@ def test_latex_has_one_row_per_group_and_variant(study_with_gaps, results_dir, c
     latex = (results_dir / "tables" / "gaps.tex").read_text()
     rows = [line for line in latex.splitlines() if line.rstrip().endswith("\\\\")]
     groups = tidy["group"].nunique()
-    # The header, one \multicolumn line per group, one line per group × variant.
-    assert len(rows) == 1 + groups + len(tidy[["group", "variant"]].drop_duplicates())
-    columns = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", latex).group(1))
-    body = [row for row in rows if "\\multicolumn" not in row]
-    assert all(len(re.findall(r"(?<!\\)&", row)) == columns - 1 for row in body)
-    assert latex.count("\\begin{tabular}") == latex.count("\\end{tabular}") == 1
+    tested = int(tidy["verdict"].notna().sum())
+    # The header, one \multicolumn line per group, one line per group × variant; then the verdicts' header and
+    # one line per tested cell.
+    assert len(rows) == 1 + groups + len(tidy[["group", "variant"]].drop_duplicates()) + 1 + tested
+    tables = latex.split("\\end{tabular}")[:-1]
+    assert len(tables) == latex.count("\\begin{tabular}") == 2
+    for table in tables:
+        columns = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", table).group(1))
+        body = [row for row in table.splitlines() if row.rstrip().endswith("\\\\") and "\\multicolumn" not in row]
+        assert all(len(re.findall(r"(?<!\\)&", row)) == columns - 1 for row in body)
     assert not re.search(r"(?<!\\)[%_]", latex.replace("\\%", "").replace("\\_", ""))
 
 
@@ -76,7 +89,8 @@ def test_missing_cells_say_why_instead_of_a_number(study_with_gaps, results_dir,
     assert len(missing) == 3
     assert (missing["mean"] == "").all() and (missing["n_seeds"] == 0).all() and (missing["reason"] == ONE_CLASS).all()
     markdown = (results_dir / "tables" / "gaps.md").read_text()
-    hmtl_rows = [_markdown_cells(line) for line in markdown.splitlines() if line.startswith("|") and "| hmtl |" in line]
+    study_table = _markdown_tables(markdown)[0]
+    hmtl_rows = [_markdown_cells(line) for line in study_table if "| hmtl |" in line]
     assert all(f"n/a: {ONE_CLASS}" in row[3] for row in hmtl_rows)
     assert f"n/a: {ONE_CLASS}" in captured_console.file.getvalue()
 
