@@ -158,7 +158,7 @@ _CORES = os.cpu_count() or 1
 def _studies(study: str) -> list[str]:
     from mfh_cli.studies.spec import study_names
 
-    return study_names() if study == "all" else [study]
+    return study_names(main_job=True) if study == "all" else [study]
 
 
 @app.command("ablate", context_settings=OVERRIDES)
@@ -168,6 +168,7 @@ def ablate_command(ctx: typer.Context,
                    quiet: Quiet = False) -> None:
     """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table."""
     from mfh_cli.report import run_report
+    from mfh_cli.report.build import sweep_figure
     from mfh_cli.studies.execute import ablate
 
     data_dir, results_dir = _paths(data_dir, results_dir)
@@ -176,6 +177,9 @@ def ablate_command(ctx: typer.Context,
     for outcome in outcomes:
         run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table", paper=True)
         typer.echo(f"runs: {outcome.directory / 'runs.csv'}")
+    for name, dataset in sorted({(outcome.study.sweep["study"], outcome.dataset) for outcome in outcomes
+                                 if outcome.study.sweep}):
+        typer.echo(f"figure: {sweep_figure(results_dir, name, dataset)[0]}")
 
 
 @app.command("report")
@@ -197,12 +201,17 @@ def report_command(study: Annotated[str, typer.Option("--study", "-s", help="A s
 
 @app.command("reproduce", context_settings=OVERRIDES)
 def reproduce_command(ctx: typer.Context, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
-                      results_dir: ResultsDir = None, quiet: Quiet = False) -> None:
-    """The main job: every study of the paper (and ours) with default seeds, every report, the agreement."""
+                      results_dir: ResultsDir = None, quiet: Quiet = False,
+                      with_studies: Annotated[Optional[list[str]], typer.Option(
+                          "--with", help="A study outside the main job to run too (e.g. mechanism); "
+                                         "repeatable.")] = None) -> None:
+    """The main job: the controls, every study of the paper (and ours) with default seeds, every report, the
+    verdicts and the agreement."""
     from mfh_cli.reproduce import reproduce
 
     data_dir, results_dir = _paths(data_dir, results_dir)
-    reproduce(ctx.args, seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet)
+    reproduce(ctx.args, seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet,
+              extra_studies=with_studies or [])
 
 
 def _interrupt(signum: int, frame: object) -> None:

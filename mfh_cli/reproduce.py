@@ -1,4 +1,5 @@
-"""The main job: every study with its default seeds, then every report and the agreement with the paper."""
+"""The main job: every study with its default seeds, then every report: the controls, the verdicts, and the
+direction agreement with the paper."""
 
 from __future__ import annotations
 
@@ -9,30 +10,40 @@ from pathlib import Path
 from rich.console import Console
 
 from mfh_cli.report import run_report
+from mfh_cli.report.build import sweep_figure
 from mfh_cli.studies.execute import ablate
 from mfh_cli.studies.spec import study_names
 
 
 def reproduce(overrides: Sequence[str] = (), seeds: int | None = None, jobs: int = 1, data_dir: Path | None = None,
-              results_dir: Path = Path("results"), quiet: bool = False, console: Console | None = None) -> float:
-    """Run all studies, print their tables, the figure path and the agreement summary; returns wall seconds."""
+              results_dir: Path = Path("results"), quiet: bool = False, console: Console | None = None,
+              extra_studies: Sequence[str] = ()) -> float:
+    """Run the main job's studies (and `extra_studies`), print their tables, then the control lines, the verdict
+    lines, the figure paths and the agreement with the paper; returns wall seconds."""
     console = console or Console(width=max(Console().width, 140))
     started = time.perf_counter()
-    outcomes = ablate(study_names(), seeds=seeds, jobs=jobs, overrides=overrides, data_dir=data_dir,
+    names = study_names(main_job=True) + [name for name in extra_studies if name not in study_names(main_job=True)]
+    outcomes = ablate(names, seeds=seeds, jobs=jobs, overrides=overrides, data_dir=data_dir,
                       results_dir=results_dir, quiet=quiet)
-    agreement, files = [], []
+    controls, verdicts, agreement, files = [], [], [], []
     for outcome in outcomes:
         summary = run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table",
                              paper=True, console=console)
-        agreement.extend(f"{outcome.study.name}: {line}" for line in summary.agreement)
-        files.extend(summary.files)
+        controls += summary.controls
+        verdicts += summary.verdicts
+        agreement += summary.agreement
+        files += summary.files
+    for name in sorted({outcome.study.sweep["study"] for outcome in outcomes if outcome.study.sweep}):
+        files += sweep_figure(results_dir, name, outcomes[0].dataset)
     wall = time.perf_counter() - started
     seed_counts = sorted({len({run.seed for run in outcome.runs}) for outcome in outcomes})
-    console.rule("Agreement with the paper")
-    for line in agreement:
-        console.print(line)
-    figures = [path for path in files if path.suffix == ".png"]
-    for path in figures:
+    for title, lines in (("Controls: can this run see a real effect, and does it see a false one?", controls),
+                         ("Verdicts per table (SPEC §4)", verdicts),
+                         ("Direction agreement with the paper (secondary: read the verdicts)", agreement)):
+        console.rule(title)
+        for line in lines:
+            console.print(line, markup=False, highlight=False)
+    for path in sorted({path for path in files if path.suffix == ".png"}):
         console.print(f"figure: {path}")
     console.print(f"{len(outcomes)} studies on {outcomes[0].dataset}, {'/'.join(map(str, seed_counts))} seeds "
                   f"per variant; wall time {wall / 60:.1f} min; tables in {results_dir / 'tables'}")

@@ -43,13 +43,15 @@ def load_dataset(cfg: DictConfig, data_dir: Path | None = None, cache_dir: Path 
     if name == "synthetic":
         from mfh_cli.data.synthetic import simulate
 
-        return simulate(cfg.data, quiet=quiet)
-    if name == "kuairand":
+        dataset = simulate(cfg.data, quiet=quiet)
+    elif name == "kuairand":
         from mfh_cli.data.kuairand import load_kuairand
 
-        return load_kuairand(cfg.data, directory, cache_dir=cache_dir, quiet=quiet)
-    if name == "table":
+        dataset = load_kuairand(cfg.data, directory, cache_dir=cache_dir, quiet=quiet)
+    elif name == "table":
         from mfh_cli.data.table import load_table
 
-        return load_table(cfg.data, directory, cache_dir=cache_dir, quiet=quiet)
-    raise ConfigError(f"unknown data.name '{name}': expected synthetic, kuairand or table")
+        dataset = load_table(cfg.data, directory, cache_dir=cache_dir, quiet=quiet)
+    else:
+        raise ConfigError(f"unknown data.name '{name}': expected synthetic, kuairand or table")
+    return dataset.without_inputs(list(cfg.data.get("hidden_inputs") or []))

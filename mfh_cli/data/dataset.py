@@ -51,6 +51,28 @@ class Dataset:
         """The rows of one split (train, validation or test)."""
         return self.rows(self.split == SPLITS.index(split))
 
+    def without_inputs(self, names: list[str]) -> Dataset:
+        """The dataset with the named categorical or dense inputs removed (`data.hidden_inputs`): a model trained
+        on it cannot see them. Labels, groups, splits and the oracle are unchanged."""
+        from dataclasses import replace
+
+        from mfh_cli.errors import ConfigError
+
+        if not names:
+            return self
+        categorical, dense = list(self.schema.categorical), list(self.schema.dense)
+        unknown = [name for name in names if name not in categorical + dense]
+        if unknown:
+            raise ConfigError(f"data.hidden_inputs: {', '.join(unknown)} not an input of '{self.schema.name}' "
+                              f"(it has {', '.join(categorical + dense)})")
+        keep_categorical = [index for index, name in enumerate(categorical) if name not in names]
+        keep_dense = [index for index, name in enumerate(dense) if name not in names]
+        schema = replace(self.schema, categorical={categorical[i]: self.schema.categorical[categorical[i]]
+                                                   for i in keep_categorical},
+                         dense=[dense[i] for i in keep_dense])
+        return replace(self, schema=schema, categorical=self.categorical[:, keep_categorical],
+                       dense=self.dense[:, keep_dense])
+
     def behaviour_columns(self, behaviours: list[str]) -> list[int]:
         """Label column indices of the named behaviours, in the order given."""
         names = list(self.schema.behaviours)

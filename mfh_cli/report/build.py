@@ -13,7 +13,8 @@ from rich.console import Console
 from mfh_cli.errors import ConfigError
 from mfh_cli.report.aggregate import summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
-from mfh_cli.report.figures import overfitting_series, ratio_line, write_overfitting_figure
+from mfh_cli.report.figures import (mechanism_figure, mechanism_series, overfitting_series, ratio_line,
+                                    write_figure, write_overfitting_figure)
 from mfh_cli.report.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
 from mfh_cli.report.render import study_latex, study_markdown, study_rich_table, verdict_rich_table
@@ -45,6 +46,7 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
     side_console = console if fmt == "table" else Console(stderr=True)  # keeps csv/markdown/latex stdout clean
     studies = find_studies(results_dir, study, dataset)
     summary = ReportSummary()
+    sweeps: dict[tuple[str, str], list[tuple[StudyResults, pd.DataFrame]]] = {}
     for found in studies:
         several_datasets = len(datasets_of(results_dir, found.name)) > 1
         stem = f"{found.name}_{found.dataset}" if several_datasets else found.name
@@ -77,7 +79,31 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
             side_console.print(f"note: {note}", markup=False, highlight=False)
         if found.focus:
             summary.files += _overfitting_figure(found, results_dir, stem, side_console)
+        if found.info.get("sweep"):
+            sweeps.setdefault((found.info["sweep"]["study"], found.dataset), []).append((found, tidy))
+    for (name, dataset_name), settings in sweeps.items():
+        if study in (None, "all", name):  # a report of one setting alone does not redraw the sweep's figure
+            summary.files += _sweep_figure(name, dataset_name, settings, results_dir)
     return summary
+
+
+def sweep_figure(results_dir: Path, name: str, dataset: str) -> list[Path]:
+    """The figure of the sweeping study `name` on `dataset` from every setting found (PNG + series CSV)."""
+    settings = [(found, summarise(found)) for found in find_studies(results_dir, name, dataset)]
+    return _sweep_figure(name, dataset, settings, Path(results_dir))
+
+
+def _sweep_figure(name: str, dataset: str, settings: list[tuple[StudyResults, pd.DataFrame]],
+                  results_dir: Path) -> list[Path]:
+    first = settings[0][0]
+    figure = first.info["sweep"].get("figure") or {}
+    series = mechanism_series(settings)
+    stem = f"{name}_{dataset}" if dataset != "synthetic" else name
+    title = (f"{name} ({dataset}, {int(series['n_seeds'].max())} seeds): {figure.get('variant', 'mfh')} against "
+             f"{first.reference} per setting; lines: {figure.get('lines', 'default')}")
+    drawn = mechanism_figure(series, title, figure.get("x", "setting"), figure.get("variant", "mfh"), first.reference)
+    return [write_figure(drawn, results_dir / "figures" / f"{stem}.{suffix}") for suffix in ("png", "pdf")] + [
+        _write_csv(series, results_dir / "figures" / f"{stem}.csv")]
 
 
 def _title(study: StudyResults) -> str:

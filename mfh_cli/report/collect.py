@@ -68,8 +68,9 @@ def find_studies(results_dir: Path, study: str | None = None, dataset: str | Non
     if not directories:
         raise DataError(f"{root}: no study results (no */*/runs.csv); run a study first (mfh ablate)")
     available = sorted({directory.parent.name for directory in directories})
-    if study not in (None, "all"):
-        directories = [directory for directory in directories if directory.parent.name == study]
+    if study not in (None, "all"):  # a study that sweeps settings is found by its own name too
+        directories = [directory for directory in directories if directory.parent.name == study
+                       or (directory.parent.name.startswith(f"{study}_") and _sweep_of(directory) == study)]
         if not directories:
             raise DataError(f"{root}: no results for study '{study}'; found: {', '.join(available)}")
     if dataset is not None:
@@ -80,6 +81,14 @@ def find_studies(results_dir: Path, study: str | None = None, dataset: str | Non
     studies = [read_study(directory, results_dir=Path(results_dir)) for directory in directories]
     # The paper's tables in its order, then the studies it has no table for, by name.
     return sorted(studies, key=lambda found: (found.paper_table is None, found.paper_table or 0, found.name))
+
+
+def _sweep_of(directory: Path) -> str | None:
+    """The sweeping study a study directory is one setting of (study.json `sweep.study`), if any."""
+    try:
+        return (json.loads((directory / "study.json").read_text()).get("sweep") or {}).get("study")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
 
 
 def datasets_of(results_dir: Path, study: str) -> list[str]:

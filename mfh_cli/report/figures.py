@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from mfh_cli.errors import DataError
 from mfh_cli.report.aggregate import relative_change
-from mfh_cli.report.collect import StudyResults, read_history
+from mfh_cli.report.collect import ORACLE, StudyResults, read_history
 from mfh_cli.report.files import write_atomically
 
 MODEL, BASELINE = "mfh", "flat"  # Figure 1 compares MFH 12-task with flat 12-task
@@ -89,3 +89,70 @@ def write_overfitting_figure(series: pd.DataFrame, path: Path, title: str) -> Pa
     improvement_axis.legend(handles=handles, loc="upper left", fontsize="small")
     ratio_axis.set_title(title)
     return write_atomically(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+
+
+# --- The mechanism sweep (issue "verdicts", conf/study/mechanism.yaml): when does sharing along two facets help? ---
+
+MECHANISM_COLUMNS = ["setting", "x", "line", "group", "task", "metric", "variant", "change", "change_ci_low",
+                     "change_ci_high", "verdict", "n_seeds"]
+
+
+def override_value(overrides: list[str], key: str) -> str | None:
+    """The value a `key=value` override list sets for `key` (the last one wins), or None."""
+    values = [item.split("=", 1)[1] for item in overrides if item.split("=", 1)[0].lstrip("+") == key]
+    return values[-1] if values else None
+
+
+def mechanism_series(settings: list[tuple[StudyResults, pd.DataFrame]]) -> pd.DataFrame:
+    """One row per setting × group × task for the compared variant and the oracle: the change against the
+    reference (MECHANISM_COLUMNS), signed so that positive is better for the metric."""
+    rows = []
+    for study, tidy in settings:
+        sweep = study.info["sweep"]
+        figure = sweep.get("figure") or {}
+        x = override_value(sweep["overrides"], figure.get("x", ""))
+        line = override_value(sweep["overrides"], figure.get("lines", "")) or "default"
+        compared = tidy[tidy["variant"].isin([figure.get("variant", "mfh"), ORACLE])]
+        for row in compared.itertuples(index=False):
+            sign = -1.0 if row.metric == "mse" else 1.0  # lower MSE is better: up = better on every panel
+            low, high = sign * row.change_ci_low, sign * row.change_ci_high
+            rows.append({"setting": sweep["setting"], "x": float(x) if x is not None else np.nan, "line": line,
+                         "group": row.group, "task": row.task, "metric": row.metric, "variant": row.variant,
+                         "change": sign * row.relative_change, "change_ci_low": min(low, high),
+                         "change_ci_high": max(low, high), "verdict": row.verdict, "n_seeds": row.n_seeds})
+    return pd.DataFrame(rows, columns=MECHANISM_COLUMNS)
+
+
+def mechanism_figure(series: pd.DataFrame, title: str, x_label: str, variant: str, reference: str) -> Figure:
+    """Top row: the variant's change against the reference per group (mean and 95% paired interval over seeds),
+    a line per task and per line setting; bottom row: the oracle's change against the reference (the headroom)."""
+    groups = list(dict.fromkeys(series["group"]))
+    figure = Figure(figsize=(4.2 * len(groups), 7.5), layout="constrained")
+    axes = figure.subplots(2, len(groups), squeeze=False, sharex=True)
+    styles = ["-", "--", ":", "-."]
+    colours = dict(zip(dict.fromkeys(series["task"]), ["tab:blue", "tab:orange", "tab:green", "tab:red",
+                                                        "tab:purple"]))
+    lines = list(dict.fromkeys(series["line"]))
+    for column, group in enumerate(groups):
+        for row, shown in enumerate((variant, ORACLE)):
+            axis = axes[row][column]
+            cells = series[(series["group"] == group) & (series["variant"] == shown)]
+            for (task, line), points in cells.groupby(["task", "line"], sort=False):
+                points = points.sort_values("x")
+                error = [points["change"] - points["change_ci_low"], points["change_ci_high"] - points["change"]]
+                axis.errorbar(points["x"], points["change"], yerr=None if shown == ORACLE else error,
+                              color=colours[task], linestyle=styles[lines.index(line) % len(styles)], marker="o",
+                              capsize=3, label=f"{task} ({line})")
+            axis.axhline(0, color="0.3", linewidth=0.7)
+            axis.set_title(f"{group} users: {'%s vs %s' % (shown, reference)}", fontsize="medium")
+            axis.set_ylabel("change, % (up = better)")
+            axis.set_xlabel(x_label)
+    axes[0][-1].legend(fontsize="x-small", loc="best", title="task (setting)", title_fontsize="x-small")
+    figure.suptitle(title)
+    return figure
+
+
+def write_figure(figure: Figure, path: Path) -> Path:
+    """Save a figure atomically, in the format its suffix names (png, pdf, svg)."""
+    return write_atomically(Path(path), lambda temporary: figure.savefig(temporary, format=Path(path).suffix[1:],
+                                                                          dpi=110))

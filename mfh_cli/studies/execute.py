@@ -41,7 +41,7 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
     """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv."""
     launcher = [item for item in overrides if is_launcher_override(item)]
     overrides = [item for item in overrides if not is_launcher_override(item)]
-    studies = [load_study(name) for name in names]
+    studies = [expanded for name in names for expanded in load_study(name).expand()]
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     pending = [run for run in unique.values()

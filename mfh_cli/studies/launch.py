@@ -42,9 +42,9 @@ ConfigStore.instance().store(name="launch", node=LaunchJob)
 def job(cfg: DictConfig) -> None:
     """Train planned run `cfg.index` of `cfg.study` in a fresh process (any launcher can run this)."""
     from mfh_cli.studies.plan import plan
-    from mfh_cli.studies.spec import load_study
+    from mfh_cli.studies.spec import load_expanded
 
-    run = plan(load_study(cfg.study), list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
+    run = plan(load_expanded(cfg.study), list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
     # One thread per run, as in `mfh ablate` (studies/execute.py): the numbers must not depend on the launcher.
     command = [sys.executable, "-m", "mfh_cli", "train", "trainer.threads=1", *run.overrides, "--quiet",
                "--results-dir", cfg.results_dir]

@@ -28,8 +28,10 @@ class PlannedRun:
 
 
 def run_overrides(study: Study, variant: str, grid: str, seed: int, user: Sequence[str]) -> list[str]:
-    """Study-wide overrides, then the user's, then the variant's and the grid and seed (later ones win)."""
-    return [*study.overrides, *user, *study.variants[variant], f"tasks={grid}", f"seed={seed}"]
+    """Study-wide overrides, then the user's, then the variant's and the grid and seed (later ones win); a
+    variant with a seed offset trains seed `seed + offset` (recorded as seed `seed`, its pair)."""
+    return [*study.overrides, *user, *study.variants[variant], f"tasks={grid}",
+            f"seed={seed + study.seed_offsets.get(variant, 0)}"]
 
 
 def plan(study: Study, seeds: Sequence[int], user: Sequence[str] = ()) -> list[PlannedRun]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -25,19 +26,53 @@ class Study:
     overrides: list[str] = field(default_factory=list)  # applied to every variant, before the user's
     focus: dict | None = None  # overfitting study: {"task": ..., "group": ...}
     note: str = ""
+    # variant → offset added to its run seeds: seed s of the variant trains with seed s + offset and is paired
+    # with seed s of the others (an independent seed stream, e.g. the negative control)
+    seed_offsets: dict[str, int] = field(default_factory=dict)
+    expected: dict[str, str] = field(default_factory=dict)  # variant → the verdict a control must get
+    # setting → overrides: the study runs once per setting, each a study of its own named <name>_<setting>
+    # (the mechanism sweep); `figure` names the sweep's x key, line key and compared variant
+    settings: dict[str, list[str]] = field(default_factory=dict)
+    figure: dict | None = None
+    sweep: dict | None = None  # on an expanded study: {"study", "setting", "overrides", "figure"}
+    in_main_job: bool = True  # `mfh reproduce` and `--study all` run it (else: by name, or reproduce --with)
+
+    def expand(self) -> list[Study]:
+        """The study itself, or one study per setting when it sweeps settings."""
+        if not self.settings:
+            return [self]
+        return [replace(self, name=f"{self.name}_{setting}", title=f"{self.title} [{setting}]",
+                        overrides=[*self.overrides, *overrides], settings={}, figure=None,
+                        sweep={"study": self.name, "setting": setting, "overrides": list(overrides),
+                               "figure": self.figure})
+                for setting, overrides in self.settings.items()]
 
     def describe(self, dataset: str, seeds: list[int]) -> dict:
         """What study.json records next to runs.csv (read by the report)."""
         return {"study": self.name, "title": self.title, "paper_table": self.paper_table, "tasks": self.tasks,
                 "reference": self.reference, "variants": list(self.variants), "seeds": seeds,
-                "dataset": dataset, "focus": self.focus, "note": self.note}
+                "dataset": dataset, "focus": self.focus, "note": self.note, "seed_offsets": self.seed_offsets,
+                "expected": self.expected, "sweep": self.sweep}
 
 
-def study_names() -> list[str]:
-    """Every study shipped in conf/study, in the paper's order (tables, figure, then ours)."""
-    order = ["multifaceted", "hierarchical", "heterogeneity", "biasnet", "overfitting", "sota"]
+def study_names(main_job: bool = False) -> list[str]:
+    """Every study shipped in conf/study (or only those of the main job), controls first, then the paper's order
+    (tables, figure), then ours."""
+    order = ["controls", "multifaceted", "hierarchical", "heterogeneity", "biasnet", "overfitting", "sota"]
     found = sorted(path.stem for path in (CONF_DIR / "study").glob("*.yaml"))
-    return [name for name in order if name in found] + [name for name in found if name not in order]
+    names = [name for name in order if name in found] + [name for name in found if name not in order]
+    return [name for name in names if not main_job or load_study(name).in_main_job]
+
+
+def load_expanded(name: str) -> Study:
+    """A study by name, also one setting of a sweeping study (`mechanism_deviation_0`)."""
+    if (CONF_DIR / "study" / f"{name}.yaml").is_file():
+        return load_study(name)
+    for candidate in study_names():
+        for expanded in load_study(candidate).expand():
+            if expanded.name == name:
+                return expanded
+    return load_study(name)  # raises the unknown-study error
 
 
 def load_study(name: str) -> Study:
@@ -55,9 +90,20 @@ def load_study(name: str) -> Study:
                       variants={k: list(v or []) for k, v in raw["variants"].items()},
                       reference=raw["reference"], seeds=int(raw.get("seeds", 3)),
                       paper_table=raw.get("paper_table"), overrides=list(raw.get("overrides") or []),
-                      focus=raw.get("focus"), note=raw.get("note", ""))
-    except (KeyError, TypeError, AttributeError) as error:
+                      focus=raw.get("focus"), note=raw.get("note", ""),
+                      seed_offsets={k: int(v) for k, v in (raw.get("seed_offsets") or {}).items()},
+                      expected=dict(raw.get("expected") or {}),
+                      settings={k: list(v or []) for k, v in (raw.get("settings") or {}).items()},
+                      figure=raw.get("figure"), in_main_job=bool(raw.get("in_main_job", True)))
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ConfigError(f"{path}: missing or malformed key {error}") from None
     if study.reference not in study.variants:
         raise ConfigError(f"{path}: reference '{study.reference}' is not one of the variants")
+    strangers = sorted((set(study.seed_offsets) | set(study.expected)) - set(study.variants))
+    if strangers:
+        raise ConfigError(f"{path}: seed_offsets / expected name unknown variant(s) {', '.join(strangers)}")
+    bad_settings = [setting for setting in study.settings if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(setting))]
+    if bad_settings:
+        raise ConfigError(f"{path}: setting names may hold letters, digits, '_', '.', '-' only: "
+                          f"{', '.join(map(str, bad_settings))}")
     return study

@@ -74,3 +74,30 @@ def test_bad_requests_are_one_line_errors(write_study, results_dir, captured_con
         run_report(results_dir, dataset="kuairand", console=captured_console)
     with pytest.raises(ConfigError, match=r"unknown report format 'json'"):
         run_report(results_dir, fmt="json", console=captured_console)
+
+
+def test_control_lines_say_what_each_expected_verdict_got(write_study, results_dir, captured_console):
+    import json
+
+    seeds = range(5)
+    reference = [0.700, 0.705, 0.698, 0.702, 0.701]
+    noise = [0.0004, -0.0003, 0.0002, -0.0004, 0.0001]
+    rows = []
+    for group in ("new", "low", "high"):
+        rows += [("base", seed, group, "finish", "auc", reference[seed]) for seed in seeds]
+        rows += [("sees_more", seed, group, "finish", "auc", reference[seed] + 0.01 + noise[seed]) for seed in seeds]
+        rows += [("reseeded", seed, group, "finish", "auc", reference[seed] + 3 * noise[seed]) for seed in seeds]
+    directory = write_study("controls", pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric",
+                                                                    "value"]),
+                            reference="base", variants=["base", "sees_more", "reseeded"])
+    info = json.loads((directory / "study.json").read_text())
+    info["expected"] = {"sees_more": "better", "reseeded": "no difference shown"}
+    (directory / "study.json").write_text(json.dumps(info))
+
+    summary = run_report(results_dir, console=captured_console)
+    positive, negative = summary.controls
+    assert positive.startswith("positive control, sees_more vs base (synthetic): expected 'better', got 'better' "
+                               "in 3 of 3 cells (3 better; 3 significant after Holm")
+    assert negative.startswith("negative control, reseeded vs base (synthetic): expected 'no difference shown', "
+                               "got 'no difference shown' in 3 of 3 cells (3 no difference shown; 0 significant")
+    assert positive in (results_dir / "tables" / "controls.md").read_text()

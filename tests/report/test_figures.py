@@ -84,3 +84,68 @@ def test_missing_focus_rows_is_a_data_error(overfitting_study, results_dir, writ
     with pytest.raises(DataError, match=r"flat-1/history.csv: columns 'task'/'group' have no rows for share/new"):
         run_report(results_dir, console=captured_console)
     assert not (results_dir / "figures" / "overfitting.png").exists()
+
+
+# --- The mechanism sweep: one study per setting, drawn together. ---
+
+def _setting_cells(deviation: float) -> pd.DataFrame:
+    """flat, mfh and the oracle on two groups × (cmpl MSE, finish AUC), 3 seeds; mfh gains 1% per unit of deviation."""
+    rows = []
+    for seed in range(3):
+        for group in ("new", "high"):
+            flat_mse, flat_auc = 0.05 + 0.001 * seed, 0.70 + 0.002 * seed
+            gain = 0.01 * deviation + 0.001 * (seed - 1)
+            rows += [("flat", seed, group, "cmpl", "mse", flat_mse), ("flat", seed, group, "finish", "auc", flat_auc),
+                     ("mfh", seed, group, "cmpl", "mse", flat_mse * (1 - gain)),
+                     ("mfh", seed, group, "finish", "auc", flat_auc * (1 + gain)),
+                     ("oracle", seed, group, "cmpl", "mse", 0.03), ("oracle", seed, group, "finish", "auc", 0.8)]
+    return pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"])
+
+
+@pytest.fixture
+def sweep(write_study, results_dir):
+    import json
+
+    for deviation in (0, 1, 2):
+        setting = f"deviation_{deviation}"
+        directory = write_study(f"mechanism_{setting}", _setting_cells(deviation), reference="flat",
+                                variants=["flat", "mfh"])
+        info = json.loads((directory / "study.json").read_text())
+        info["sweep"] = {"study": "mechanism", "setting": setting,
+                         "overrides": [f"data.group_deviation={deviation}", "data.rows=120000"],
+                         "figure": {"x": "data.group_deviation", "lines": "data.rows", "variant": "mfh"}}
+        (directory / "study.json").write_text(json.dumps(info))
+    return results_dir
+
+
+def test_mechanism_series_is_signed_so_that_up_is_better(sweep):
+    from mfh_cli.report.build import sweep_figure
+
+    paths = sweep_figure(sweep, "mechanism", "synthetic")
+    assert [path.name for path in paths] == ["mechanism.png", "mechanism.pdf", "mechanism.csv"]
+    assert paths[0].read_bytes()[:8] == PNG_MAGIC and paths[1].read_bytes()[:4] == b"%PDF"
+    series = pd.read_csv(paths[2])
+    mfh = series[series["variant"] == "mfh"].set_index(["x", "group", "task"])
+    assert sorted(series["x"].unique()) == [0, 1, 2] and set(series["line"].astype(str)) == {"120000"}
+    # mfh's MSE falls and its AUC rises by ~1% per unit of deviation: both are +1% "better" changes.
+    for task in ("cmpl", "finish"):
+        assert mfh.loc[(2, "high", task), "change"] == pytest.approx(2.0, abs=0.01)
+        assert mfh.loc[(2, "high", task), "change_ci_low"] < 2.0 < mfh.loc[(2, "high", task), "change_ci_high"]
+    oracle = series[series["variant"] == "oracle"].set_index(["x", "group", "task"])
+    assert oracle.loc[(0, "new", "cmpl"), "change"] > 0  # the oracle's lower MSE is headroom, up
+
+
+def test_mechanism_figure_has_a_panel_per_group_and_quantity(sweep):
+    from mfh_cli.report.collect import find_studies
+    from mfh_cli.report.aggregate import summarise
+    from mfh_cli.report.figures import mechanism_figure, mechanism_series
+
+    settings = [(found, summarise(found)) for found in find_studies(sweep, "mechanism")]
+    figure = mechanism_figure(mechanism_series(settings), "t", "data.group_deviation", "mfh", "flat")
+    axes = figure.get_axes()
+    assert len(axes) == 4  # two groups × (mfh vs flat, oracle vs flat)
+    assert [axis.get_title() for axis in axes] == ["new users: mfh vs flat", "high users: mfh vs flat",
+                                                   "new users: oracle vs flat", "high users: oracle vs flat"]
+    top_left = axes[0]
+    assert len(top_left.containers) == 2  # one errorbar series per task, each with its interval bars
+    assert all(len(container.lines[2]) == 1 for container in top_left.containers)  # the vertical error bars
