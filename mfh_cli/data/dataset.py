@@ -52,8 +52,10 @@ class Dataset:
         return self.rows(self.split == SPLITS.index(split))
 
     def without_inputs(self, names: list[str]) -> Dataset:
-        """The dataset with the named categorical or dense inputs removed (`data.hidden_inputs`): a model trained
-        on it cannot see them. Labels, groups, splits and the oracle are unchanged."""
+        """The dataset with the named inputs carrying no information (`data.hidden_inputs`): a categorical field
+        becomes 0 (out of vocabulary) and a dense feature 0 on every row. The shapes stay, so a model keeps its
+        architecture, its initialisation and its data order for a seed: a paired comparison with the full inputs
+        differs in the information alone. Labels, groups, splits and the oracle are unchanged."""
         from dataclasses import replace
 
         from mfh_cli.errors import ConfigError
@@ -65,13 +67,10 @@ class Dataset:
         if unknown:
             raise ConfigError(f"data.hidden_inputs: {', '.join(unknown)} not an input of '{self.schema.name}' "
                               f"(it has {', '.join(categorical + dense)})")
-        keep_categorical = [index for index, name in enumerate(categorical) if name not in names]
-        keep_dense = [index for index, name in enumerate(dense) if name not in names]
-        schema = replace(self.schema, categorical={categorical[i]: self.schema.categorical[categorical[i]]
-                                                   for i in keep_categorical},
-                         dense=[dense[i] for i in keep_dense])
-        return replace(self, schema=schema, categorical=self.categorical[:, keep_categorical],
-                       dense=self.dense[:, keep_dense])
+        categorical_values, dense_values = self.categorical.clone(), self.dense.clone()
+        categorical_values[:, [categorical.index(name) for name in names if name in categorical]] = 0
+        dense_values[:, [dense.index(name) for name in names if name in dense]] = 0.0
+        return replace(self, categorical=categorical_values, dense=dense_values)
 
     def behaviour_columns(self, behaviours: list[str]) -> list[int]:
         """Label column indices of the named behaviours, in the order given."""

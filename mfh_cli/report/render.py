@@ -137,8 +137,8 @@ def study_rich_table(tidy: pd.DataFrame, title: str, paper: bool) -> Table:
     return table
 
 
-VERDICT_HEADER = ["group", "variant", "task", "change", "95% interval", "p (Holm)", "detectable", "seeds needed",
-                  "paper", "verdict"]
+VERDICT_HEADER = ["group", "variant", "task", "change", "95% interval (per cell)", "p (Holm)", "detectable",
+                  "seeds needed", "paper", "verdict"]
 
 
 def verdict_rows(tidy: pd.DataFrame) -> list[list[str]]:

@@ -1,5 +1,5 @@
-"""Dataset.without_inputs (data.hidden_inputs): named inputs disappear from the schema and the tensors, nothing
-else moves, an unknown name is a config error, and a model builds on what is left."""
+"""Dataset.without_inputs (data.hidden_inputs): named inputs carry no information (0 on every row), the shapes and
+everything else stay, an unknown name is a config error, and a model builds on it unchanged."""
 
 from __future__ import annotations
 
@@ -16,26 +16,36 @@ def _dataset(*overrides: str):
     return load_dataset(compose(["data.rows=2000", *overrides]))
 
 
-def test_hidden_inputs_leave_the_schema_and_the_tensors():
+def test_hidden_inputs_are_zero_and_nothing_else_moves():
     full = _dataset()
     hidden = _dataset("data.hidden_inputs=[context,item_tag]")
-    assert "context" not in hidden.schema.dense and "item_tag" not in hidden.schema.categorical
-    assert hidden.dense.shape[1] == full.dense.shape[1] - 1
-    assert hidden.categorical.shape[1] == full.categorical.shape[1] - 1
-    kept_dense = [full.schema.dense.index(name) for name in hidden.schema.dense]
-    kept_categorical = [list(full.schema.categorical).index(name) for name in hidden.schema.categorical]
-    assert torch.equal(hidden.dense, full.dense[:, kept_dense])
-    assert torch.equal(hidden.categorical, full.categorical[:, kept_categorical])
+    assert hidden.schema == full.schema
+    context, tag = full.schema.dense.index("context"), list(full.schema.categorical).index("item_tag")
+    assert full.dense[:, context].abs().sum() > 0 and (full.categorical[:, tag] > 0).all()
+    assert (hidden.dense[:, context] == 0).all() and (hidden.categorical[:, tag] == 0).all()
+    others_dense = [i for i in range(full.dense.shape[1]) if i != context]
+    others_categorical = [i for i in range(full.categorical.shape[1]) if i != tag]
+    assert torch.equal(hidden.dense[:, others_dense], full.dense[:, others_dense])
+    assert torch.equal(hidden.categorical[:, others_categorical], full.categorical[:, others_categorical])
     for name in ("labels", "label_mask", "group", "split", "user", "oracle"):
         assert torch.equal(getattr(hidden, name), getattr(full, name)), name
 
 
-def test_a_model_builds_on_the_inputs_left():
-    cfg = compose(["data.rows=2000", "data.hidden_inputs=[context]", "model=mfh"])
-    dataset = load_dataset(cfg)
-    model = build_model(cfg, dataset.schema)
-    outputs = model(dataset.categorical[:8], dataset.dense[:8], dataset.group[:8])
-    assert outputs.shape == (8, len(cfg.tasks.behaviours))
+def test_a_model_keeps_its_initialisation_on_hidden_inputs():
+    outputs = []
+    for hidden in ("[]", "[context]"):
+        cfg = compose(["data.rows=2000", f"data.hidden_inputs={hidden}", "model=mfh"])
+        dataset = load_dataset(cfg)
+        torch.manual_seed(0)
+        model = build_model(cfg, dataset.schema).eval()
+        outputs.append((model, dataset))
+    (full_model, full), (hidden_model, hidden) = outputs
+    for (name, a), (_, b) in zip(full_model.state_dict().items(), hidden_model.state_dict().items()):
+        assert torch.equal(a, b), name
+    rows = slice(0, 64)
+    same = full_model(full.categorical[rows], full.dense[rows], full.group[rows])
+    blind = hidden_model(hidden.categorical[rows], hidden.dense[rows], hidden.group[rows])
+    assert same.shape == blind.shape and not torch.equal(same, blind)  # the input made a difference
 
 
 def test_unknown_hidden_input_is_a_config_error():
