@@ -105,7 +105,7 @@ def test_interrupted_run_leaves_nothing_and_rerun_completes(run_mfh, mfh_path: s
     process.wait(timeout=60)
     assert process.returncode != 0
     runs = tmp_path / "results" / "runs"
-    assert not runs.exists() or [p.name for p in runs.iterdir() if p.name != ".partial"] == []
+    assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []
     finished = run_mfh("train", *TINY, check=True)
     assert "run directory:" in finished.stdout
-    assert len([p for p in runs.iterdir() if p.name != ".partial"]) == 1
+    assert len([p for p in runs.iterdir() if not p.name.startswith(".")]) == 1
