@@ -71,8 +71,10 @@ def read_finished(run_dir: Path) -> dict | None:
     absent = sorted(METRICS_KEYS - set(metrics)) if isinstance(metrics, dict) else ["every key"]
     if absent:
         raise UnfinishedRun(f"metrics.json lacks {', '.join(absent)}")
-    if metrics["run_id"] != run_dir.name or not {"test", "validation"} <= set(metrics["metrics"] or {}):
-        raise UnfinishedRun("metrics.json belongs to another run or lacks the test or validation metrics")
+    if metrics["run_id"] != run_dir.name:
+        raise UnfinishedRun(f"metrics.json belongs to run {metrics['run_id']}")
+    if not (isinstance(metrics["metrics"], dict) and {"test", "validation"} <= metrics["metrics"].keys()):
+        raise UnfinishedRun("metrics.json lacks the test or validation metrics")
     return metrics
 
 
