@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -176,27 +177,32 @@ def test_results_dir_that_cannot_hold_runs_fails_before_training(run_mfh, tmp_pa
 
 
 @contextlib.contextmanager
-def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
-    """A tmpfs at `where` with mount `options` (root only): a small or read-only file system for a test."""
-    where.mkdir()
+def mounted_tmpfs(options: str) -> Iterator[Path]:
+    """A tmpfs with mount `options` (root only): a small or read-only file system for a test.
+
+    Mounted outside pytest's tmp_path, whose old folders pytest renames and removes while a session runs.
+    """
+    where = Path(tempfile.mkdtemp(prefix="mfh-test-tmpfs-"))
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
     try:
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
         yield where
     finally:
-        subprocess.run(["umount", str(where)], check=True)
+        if where.is_mount():
+            subprocess.run(["umount", str(where)], check=True)
+        where.rmdir()
 
 
-def test_read_only_results_dir_fails_before_training(run_mfh, tmp_path: Path):
-    with mounted_tmpfs(tmp_path / "read_only", "ro,size=1m") as read_only:
+def test_read_only_results_dir_fails_before_training():
+    with mounted_tmpfs("ro,size=1m") as read_only:
         with pytest.raises(RunError, match="Read-only file system"):
             train(compose(TINY), results_dir=read_only, quiet=True)
 
 
-def test_full_disk_is_one_line_and_leaves_nothing_half_written(tmp_path: Path):
+def test_full_disk_is_one_line_and_leaves_nothing_half_written():
     # 64 KiB hold config.yaml, metrics.json and history.csv but not model.pt (torch said "unexpected pos").
-    with mounted_tmpfs(tmp_path / "small", "size=64k") as small:
+    with mounted_tmpfs("size=64k") as small:
         with pytest.raises(RunError, match=r"/runs/\w+: could not write the run \(disk full\?\): No space left"):
             train(compose(TINY), results_dir=small, quiet=True)
         runs = small / "runs"
