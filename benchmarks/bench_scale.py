@@ -68,7 +68,7 @@ def measure_size(rows: int, threads: int) -> dict:
     fit = trainer.fit()
     started = time.perf_counter()
     for split in ("validation", "test"):
-        evaluate(trainer, splits[split])
+        evaluate(trainer, splits[split], split)
     evaluate_seconds = time.perf_counter() - started
     return {"rows": rows, "generate_s": generate_seconds, "train_s": fit.train_seconds, "train_rows": fit.samples,
             "evaluate_s": evaluate_seconds, "evaluate_rows": len(splits["validation"]) + len(splits["test"]),

@@ -16,14 +16,16 @@ from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mfh_cli.config_schema import check_config
 from mfh_cli.errors import ConfigError
 
 _PACKAGED = Path(__file__).resolve().parent / "conf"
 # Installed: mfh_cli/conf inside the package. From a source checkout: conf/ at the repository top.
 CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "conf"
 
-# Keys that change how a run is executed but not what it computes: left out of the run id.
-EXECUTION_ONLY_KEYS = ("trainer.threads", "trainer.progress")
+# Keys that change how a run is executed but not what it computes: left out of the run id. trainer.threads is
+# not one of them: the thread count changes float reduction order, so the run id holds the count actually used.
+EXECUTION_ONLY_KEYS = ("trainer.progress",)
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -32,6 +34,10 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"bad override '{item}': expected key=value (e.g. data=kuairand seed=3)")
+        if is_hydra_override(item):
+            raise ConfigError(f"override '{item}' is not accepted: the only Hydra overrides are "
+                              "hydra/launcher=<name> and hydra.launcher.<key>=<value>, on mfh ablate and "
+                              "mfh reproduce")
     # Inside a running Hydra app (a launcher job) Hydra is initialised already: set it aside, then restore it.
     outer = get_gh_backup()
     GlobalHydra.instance().clear()
@@ -44,7 +50,24 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
         raise ConfigError(f"bad config override: {message}") from None
     finally:
         restore_gh_from_backup(outer)
+    check_config(cfg)
     return cfg
+
+
+def is_hydra_override(item: str) -> bool:
+    """An override of Hydra's own config (`hydra.x=`, `hydra/x=`, any `+`/`~` prefix) rather than of a run's.
+
+    A run's config never holds Hydra's: `mfh ablate` takes its launcher overrides out before composing
+    (studies/launch.py is_launcher_override), so any that reach compose are refused rather than ignored."""
+    return item.lstrip("+~").startswith(("hydra.", "hydra/"))
+
+
+def resolved_threads(threads: int | None) -> int:
+    """The torch thread count a run uses: trainer.threads, else all cores shared by this machine's ranks."""
+    if threads:
+        return int(threads)
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
+    return max(1, (os.cpu_count() or 1) // local_ranks)
 
 
 def to_container(cfg: DictConfig) -> dict:
@@ -53,8 +76,9 @@ def to_container(cfg: DictConfig) -> dict:
 
 
 def config_hash(cfg: DictConfig, length: int = 12) -> str:
-    """A short stable hash of everything in the config that affects results (the run id)."""
+    """A short stable hash of everything in the config that affects results (the run id), threads resolved."""
     container = to_container(cfg)
+    container["trainer"]["threads"] = resolved_threads(container["trainer"].get("threads"))
     for dotted in EXECUTION_ONLY_KEYS:
         node = container
         *parents, leaf = dotted.split(".")

@@ -14,8 +14,18 @@ TINY = ["data.rows=5000", "trainer=smoke"]
     ("nosuchkey=3", "nosuchkey"),
     ("model=nosuchmodel", "nosuchmodel"),
     ("seed", "key=value"),
-    ("trainer.precision=fp16", "trainer.precision='fp16' is not one of fp32, bf16"),
-    ("trainer.optimizer=lion", "trainer.optimizer='lion' is not one of adam, adamw, sgd"),
+    ("trainer.precision=fp16", "trainer.precision: must be 'fp32' or 'bf16' (got 'fp16')"),
+    ("trainer.optimizer=lion", "trainer.optimizer: must be 'adam', 'adamw' or 'sgd' (got 'lion')"),
+    ("trainer.lr=abc", "trainer.lr: must be a valid number (got 'abc')"),
+    ("trainer.batch_size=0", "trainer.batch_size: must be greater than or equal to 2 (got 0)"),
+    ("trainer.batch_size=-5", "trainer.batch_size: must be greater than or equal to 2 (got -5)"),
+    ("trainer.eval_batch_size=0", "trainer.eval_batch_size: must be greater than or equal to 1 (got 0)"),
+    ("trainer.max_epochs=0", "trainer.max_epochs: must be greater than or equal to 1 (got 0)"),
+    ("size.embedding_dim=0", "size.embedding_dim: must be greater than or equal to 1 (got 0)"),
+    ("data.validation_fraction=0", "data.validation_fraction must leave at least one validation row"),
+    ("+hydra.callbacks.x._target_=builtins.print", "override '+hydra.callbacks.x._target_=builtins.print' is "
+                                                   "not accepted"),
+    ("hydra/launcher=joblib", "hydra/launcher=<name> and hydra.launcher.<key>=<value>, on mfh ablate"),
 ])
 def test_bad_override_is_one_line_and_exit_code_2(run_mfh, tmp_path: Path, override: str, expected: str):
     result = run_mfh("train", override)
@@ -23,7 +33,17 @@ def test_bad_override_is_one_line_and_exit_code_2(run_mfh, tmp_path: Path, overr
     assert expected in result.stderr
     assert result.stderr.strip().startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert "Traceback" not in result.stderr
-    assert not list((tmp_path / "results").glob("runs/*/metrics.json")), "a failed run left a result"
+    assert not (tmp_path / "results" / "runs").exists(), "a refused config wrote into the results"
+
+
+def test_ablate_refuses_hydra_overrides_other_than_the_launchers(run_mfh, tmp_path: Path):
+    # The launcher used to instantiate `hydra.callbacks` given to `mfh ablate`: now refused before any run.
+    result = run_mfh("ablate", "--study", "hierarchical", "--seeds", "1", *TINY,
+                     "+hydra.callbacks.x._target_=builtins.print", "hydra/launcher=joblib")
+    assert result.returncode == 2, result.stderr
+    assert "'+hydra.callbacks.x._target_=builtins.print' is not accepted" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "results" / "runs").exists() and not (tmp_path / "results" / "hydra").exists()
 
 
 def test_train_prints_metrics_per_group_and_writes_the_run(run_mfh, tmp_path: Path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mfh_cli.config import CONF_DIR, compose, config_hash
+from mfh_cli.config import CONF_DIR, compose, config_hash, resolved_threads
 from mfh_cli.errors import ConfigError
 
 GROUPS = ["data", "tasks", "model", "size", "trainer"]
@@ -24,13 +24,48 @@ def test_overrides_land_and_later_ones_win():
     assert (cfg.data.rows, cfg.trainer.lr, cfg.seed) == (1234, 0.5, 4)
 
 
-def test_run_id_ignores_threads_and_progress_but_not_results_keys():
+def test_run_id_ignores_progress_but_not_results_keys():
     base = config_hash(compose([]))
-    assert config_hash(compose(["trainer.threads=7", "trainer.progress=false"])) == base
+    assert config_hash(compose(["trainer.progress=false"])) == base
     assert config_hash(compose(["seed=1"])) != base
     assert config_hash(compose(["model=hmtl"])) != base
+
+
+def test_run_id_holds_the_thread_count_actually_used():
+    # The thread count changes float reduction order, so two counts are two runs; null means all cores.
+    assert config_hash(compose(["trainer.threads=1"])) != config_hash(compose(["trainer.threads=2"]))
+    all_cores = resolved_threads(None)
+    assert config_hash(compose([])) == config_hash(compose([f"trainer.threads={all_cores}"]))
 
 
 def test_unknown_key_is_a_config_error_naming_it():
     with pytest.raises(ConfigError, match="trainer.nosuch"):
         compose(["trainer.nosuch=1"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("trainer.lr=abc", "trainer.lr: must be a valid number (got 'abc')"),
+    ("trainer.lr=0", "trainer.lr: must be greater than 0 (got 0)"),
+    ("trainer.batch_size=1", "trainer.batch_size: must be greater than or equal to 2 (got 1)"),
+    ("trainer.patience=true", "trainer.patience: must be a valid integer (got True)"),
+    ("trainer.optimizer=nadam", "trainer.optimizer: must be 'adam', 'adamw' or 'sgd' (got 'nadam')"),
+    ("trainer.threads=0", "trainer.threads"),
+    ("+trainer.task_weights.finish=-1", "trainer.task_weights.finish: must be greater than or equal to 0"),
+    ("+trainer.nosuch=1", "trainer.nosuch: unknown key (got 1)"),
+    ("size.towers.high=[32,0]", "size.towers.high.1: must be greater than or equal to 1 (got 0)"),
+    ("size.switchers.level1.layers=[]", "size.switchers.level1.layers: List should have at least 1 item"),
+    ("data.test_fraction=0", "data.test_fraction must leave at least one test row"),
+    ("data.validation_fraction=0.000001", "data.validation_fraction must leave at least one validation row"),
+])
+def test_config_values_are_checked_when_composed(override: str, message: str):
+    with pytest.raises(ConfigError) as raised:
+        compose([override])
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize("override", ["+hydra.callbacks.x._target_=builtins.print", "hydra.run.dir=/tmp/x",
+                                      "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"])
+def test_hydra_overrides_never_reach_a_run_config(override: str):
+    # mfh ablate takes its documented launcher overrides out before composing; anything else is refused here.
+    with pytest.raises(ConfigError, match="hydra/launcher=<name> and hydra.launcher.<key>=<value>"):
+        compose([override])

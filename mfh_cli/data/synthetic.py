@@ -217,6 +217,11 @@ def read_settings(data_cfg: DictConfig) -> Settings:
     )
     if settings.validation_fraction + settings.test_fraction >= 1:
         raise ConfigError(f"{CONFIG_FILE}: data.validation_fraction + data.test_fraction must be below 1")
+    for split in ("validation", "test"):  # early stopping needs validation rows, metrics need test rows
+        fraction = getattr(settings, f"{split}_fraction")
+        if round(settings.rows * fraction) < 1:
+            raise ConfigError(f"{CONFIG_FILE}: data.{split}_fraction must leave at least one {split} row of "
+                              f"data.rows={settings.rows} (got {fraction})")
     if min(_largest_remainder(settings.users, settings.group_user_shares)) < 1:
         raise ConfigError(f"{CONFIG_FILE}: data.users ({settings.users}) leaves a group with no user under "
                           f"data.group_user_shares")

@@ -6,6 +6,7 @@ Shape letters: N rows, B batch rows, T behaviours of the task grid, G user group
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -16,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mfh_cli.data import SPLITS, Dataset
 from mfh_cli.engine.distributed import Context
-from mfh_cli.errors import ConfigError, RunError
+from mfh_cli.errors import RunError
 from mfh_cli.models.loss import elementwise_loss, multitask_loss
 
 
@@ -99,10 +100,7 @@ class Trainer:
         self.behaviours: list[str] = list(model.behaviours)
         self.device = splits["train"].labels.device
         self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
-        precision = str(trainer.precision)
-        if precision not in AUTOCAST_TYPES:
-            raise ConfigError(f"trainer.precision='{precision}' is not one of {', '.join(AUTOCAST_TYPES)}")
-        self.precision = AUTOCAST_TYPES[precision]
+        self.precision = AUTOCAST_TYPES[str(trainer.precision)]
         self.show_progress = show_progress and context.is_main
         self.flat_parameters = FlatParameters(model)
         self.optimizer = make_optimizer(self.flat_parameters.values, trainer)
@@ -127,11 +125,24 @@ class Trainer:
         parts = [self.forward(split.rows(slice(start, start + size))) for start in range(0, len(split), size)]
         return torch.cat(parts) if parts else torch.empty(0, len(self.behaviours), device=self.device)
 
-    def loss_on(self, split: Split) -> float:
-        """The SPEC §3 loss over a whole split (the early-stopping criterion)."""
+    def loss_on(self, split: Split, name: str = "validation") -> float:
+        """The SPEC §3 loss over a whole split (the early-stopping criterion); a non-finite one is a RunError."""
         outputs = self.predict(split)
         elementwise = elementwise_loss(outputs, split.labels, self.kinds)
-        return float(multitask_loss(elementwise, split.mask, self.weights[split.group]))
+        loss = float(multitask_loss(elementwise, split.mask, self.weights[split.group]))
+        if not math.isfinite(loss):
+            raise RunError(f"{name} loss is {loss} after step {self.step} ({name} split, "
+                           f"{self.first_non_finite(elementwise, split)}): the run diverged; lower trainer.lr; "
+                           "no run directory was written")
+        return loss
+
+    def first_non_finite(self, values: torch.Tensor, rows: Split) -> str:
+        """'task <behaviour>_<group>' of the first active value of `values` [N, T] that is NaN or infinite."""
+        bad = rows.mask & ~torch.isfinite(values)
+        if not bad.any():
+            return "task unknown: the network produced a non-finite value outside the masked terms"
+        row, column = (int(i) for i in bad.nonzero()[0])
+        return f"task {self.behaviours[column]}_{self.groups[int(rows.group[row])]}"
 
     def group_sums(self, elementwise: torch.Tensor, batch: Split) -> tuple[torch.Tensor, torch.Tensor]:
         """Per (group, behaviour) sums and counts of a batch's losses over rows whose label exists: [G, T] each."""
@@ -156,16 +167,6 @@ class Trainer:
         self.model.train()
         return self.history_rows(epoch, "test", *self.group_sums(elementwise, test_rows))
 
-    def raise_non_finite(self, elementwise: torch.Tensor, batch: Split, epoch: int) -> None:
-        """Name the step and the task whose loss is NaN or infinite."""
-        bad = batch.mask & ~torch.isfinite(elementwise)
-        if bad.any():
-            row, column = (int(i) for i in bad.nonzero()[0])
-            task = f"{self.behaviours[column]}_{self.groups[int(batch.group[row])]}"
-        else:
-            task = "unknown (the network produced a non-finite value outside the masked terms)"
-        raise RunError(f"non-finite loss at step {self.step} (epoch {epoch}), task {task}: lower trainer.lr "
-                       "or check the labels; no run directory was written")
 
     def train_step(self, batch: Split, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step on this rank's `batch`: the loss and the per-row losses [B, T] (for the history)."""
@@ -177,7 +178,9 @@ class Trainer:
         totals = self.context.sum(torch.tensor([float(batch.mask.sum()), float(not torch.isfinite(loss))],
                                                device=self.device))
         if totals[1] > 0:
-            self.raise_non_finite(elementwise, batch, epoch)
+            raise RunError(f"non-finite training loss at step {self.step} (epoch {epoch}, "
+                           f"{self.first_non_finite(elementwise, batch)}): lower trainer.lr or check the labels; "
+                           "no run directory was written")
         self.flat_parameters.zero_grad()
         (loss * (float(batch.mask.sum()) / max(float(totals[0]), 1.0))).backward()
         self.context.sum_gradients([self.flat_parameters.values])
@@ -308,8 +311,6 @@ class FlatParameters:
 def make_optimizer(values: torch.nn.Parameter, trainer: DictConfig) -> torch.optim.Optimizer:
     """Adam (default), AdamW or SGD over the flat trainable parameters, from the trainer config (fused kernels)."""
     choices = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    name = str(trainer.optimizer)
-    if name not in choices:
-        raise ConfigError(f"trainer.optimizer='{name}' is not one of {', '.join(choices)}")
     # fused: the whole update is one kernel pass over the flat tensor (~5% of an mfh paper step saved on 2 cores)
-    return choices[name]([values], lr=float(trainer.lr), weight_decay=float(trainer.weight_decay), fused=True)
+    return choices[str(trainer.optimizer)]([values], lr=float(trainer.lr), weight_decay=float(trainer.weight_decay),
+                                           fused=True)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
+import fcntl
+import io
 import json
 import os
 import platform
 import shutil
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,16 +23,22 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import mfh_cli
-from mfh_cli.config import config_hash, to_container
+from mfh_cli.config import config_hash, resolved_threads, to_container
 from mfh_cli.data import Dataset, load_dataset
-from mfh_cli.engine.distributed import Context, init_from_environment, shutdown
+from mfh_cli.engine.distributed import init_from_environment, shutdown
 from mfh_cli.engine.loop import Split, Trainer, prepare_splits
 from mfh_cli.engine.metrics import group_metrics
-from mfh_cli.errors import ConfigError
+from mfh_cli.errors import ConfigError, RunError
 from mfh_cli.models import build_model
 
 MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2  # renameat2's arguments (fcntl.h, linux/fs.h)
 PARTIAL = ".partial"  # runs/.partial/<run_id>.<pid>: a run being written; renamed into place when complete
+LOCKS = ".locks"  # runs/.locks/<run_id>.lock: held while a run directory is put in place
+RUN_FILES = ("config.yaml", "metrics.json", "history.csv", "model.pt")
+METRICS_KEYS = frozenset({"run_id", "model", "dataset", "tasks", "seed", "threads", "metrics", "oracle",
+                          "best_epoch", "epochs_run", "validation_losses", "wall_seconds",
+                          "train_samples_per_second", "parameters", "world_size", "versions"})
 _DATASETS: dict[str, Dataset] = {}  # in-process memo: a sweep loads each dataset once
 
 
@@ -36,17 +49,76 @@ class RunResult:
     reused: bool = False
 
 
+class UnfinishedRun(Exception):
+    """A run directory that does not read back whole; the message says what is wrong with it."""
+
+
+def read_finished(run_dir: Path) -> dict | None:
+    """The metrics of the finished run in `run_dir`; None when there is no such directory.
+
+    Finished means: every run file present and metrics.json strict JSON (no NaN/Infinity) with every key and
+    this run's id. Anything less raises UnfinishedRun: the run is to be trained again.
+    """
+    if not run_dir.exists():
+        return None
+    missing = [name for name in RUN_FILES if not (run_dir / name).is_file()]
+    if missing:
+        raise UnfinishedRun(f"{', '.join(missing)} missing")
+    try:
+        metrics = json.loads((run_dir / "metrics.json").read_text(), parse_constant=_refuse_constant)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise UnfinishedRun(f"metrics.json does not read back: {error}") from None
+    absent = sorted(METRICS_KEYS - set(metrics)) if isinstance(metrics, dict) else ["every key"]
+    if absent:
+        raise UnfinishedRun(f"metrics.json lacks {', '.join(absent)}")
+    if metrics["run_id"] != run_dir.name:
+        raise UnfinishedRun(f"metrics.json belongs to run {metrics['run_id']}")
+    if not (isinstance(metrics["metrics"], dict) and {"test", "validation"} <= metrics["metrics"].keys()):
+        raise UnfinishedRun("metrics.json lacks the test or validation metrics")
+    return metrics
+
+
+def is_finished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a finished run (read_finished decides)."""
+    try:
+        return read_finished(run_dir) is not None
+    except UnfinishedRun:
+        return False
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"non-standard JSON number {name}")
+
+
+def ensure_writable(results_dir: Path) -> None:
+    """Fail before any training when no run can be written under `results_dir` (read-only, not a directory)."""
+    runs = results_dir / "runs"
+    try:
+        runs.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=runs):
+            pass
+    except OSError as error:
+        raise RunError(f"{runs}: cannot write runs there ({error.strerror or error}); no run was trained") from None
+
+
 def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Path("results"),
           force: bool = False, quiet: bool = False) -> RunResult:
     """Train `cfg.model` on `cfg.data` with `cfg.seed`; reuse a finished identical run unless `force`."""
     run_id = config_hash(cfg)
-    runs = results_dir / "runs"
-    final = runs / run_id
-    if (final / "metrics.json").is_file() and not force:
-        return RunResult(final, json.loads((final / "metrics.json").read_text()), reused=True)
+    final = results_dir / "runs" / run_id
+    if not force:
+        try:
+            finished = read_finished(final)
+        except UnfinishedRun as problem:
+            print(f"{final}: not a finished run ({problem}): training it again", file=sys.stderr)
+        else:
+            if finished is not None:
+                return RunResult(final, finished, reused=True)
+    ensure_writable(results_dir)
     device = resolve_device(str(cfg.trainer.device))
     context = init_from_environment(device)
-    set_threads(cfg.trainer.threads, context)
+    threads = resolved_threads(cfg.trainer.threads)
+    torch.set_num_threads(threads)
     keep_freed_memory()
     dataset = dataset_for(cfg, data_dir, results_dir / "cache", quiet)
     behaviours = list(cfg.tasks.behaviours)
@@ -66,8 +138,8 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
     fit = trainer.fit()
     metrics = {
         "run_id": run_id, "model": str(cfg.model.name), "dataset": str(cfg.data.name),
-        "tasks": str(cfg.tasks.name), "seed": int(cfg.seed),
-        "metrics": {split: evaluate(trainer, splits[split]) for split in ("test", "validation")},
+        "tasks": str(cfg.tasks.name), "seed": int(cfg.seed), "threads": threads,
+        "metrics": {split: evaluate(trainer, splits[split], split) for split in ("test", "validation")},
         "oracle": oracle_metrics(trainer, splits),
         "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
         "validation_losses": [round(loss, 6) for loss in fit.validation_losses],
@@ -88,15 +160,7 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto)")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"trainer.device='{name}': expected cpu, cuda or auto")
     return torch.device(name)
-
-
-def set_threads(threads: int | None, context: Context) -> None:
-    """trainer.threads, or all cores shared between the ranks of this machine."""
-    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", context.world))
-    torch.set_num_threads(int(threads) if threads else max(1, (os.cpu_count() or 1) // local_ranks))
 
 
 def keep_freed_memory() -> None:
@@ -133,10 +197,14 @@ def task_weights(cfg: DictConfig, groups: list[str], behaviours: list[str]) -> t
                          for g in groups])
 
 
-def evaluate(trainer: Trainer, split: Split) -> dict:
-    """Per-group, per-behaviour metrics of the trained model on one split."""
-    return group_metrics(trainer.predict(split), split.labels, split.mask, split.group, trainer.behaviours,
-                         trainer.kinds, trainer.groups)
+def evaluate(trainer: Trainer, split: Split, name: str) -> dict:
+    """Per-group, per-behaviour metrics of the trained model on split `name`; a non-finite output is a RunError."""
+    predictions = trainer.predict(split)
+    if not torch.isfinite(predictions[split.mask]).all():
+        raise RunError(f"non-finite {name} predictions ({name} split, {trainer.first_non_finite(predictions, split)}"
+                       "): the run diverged; lower trainer.lr; no run directory was written")
+    return group_metrics(predictions, split.labels, split.mask, split.group, trainer.behaviours, trainer.kinds,
+                         trainer.groups)
 
 
 def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
@@ -158,27 +226,66 @@ def count_parameters(model: torch.nn.Module) -> dict:
 
 def write_run_directory(final: Path, cfg: DictConfig, metrics: dict, history: list[dict],
                         model: torch.nn.Module) -> None:
-    """Write everything into runs/.partial/ and rename it into place, so no half-written run is ever visible."""
+    """Write everything into runs/.partial/, then swap it into place under the run's lock: no half-written run
+    is ever visible, and a write that fails (disk full) is one RunError line with nothing left behind."""
     partial_root = final.parent / PARTIAL
-    partial_root.mkdir(parents=True, exist_ok=True)
-    sweep_stale(partial_root)
     temporary = partial_root / f"{final.name}.{os.getpid()}"
     try:
+        partial_root.mkdir(parents=True, exist_ok=True)
+        sweep_stale(partial_root)
         temporary.mkdir()
         OmegaConf.save(cfg, temporary / "config.yaml", resolve=True)
-        (temporary / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (temporary / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
         pd.DataFrame(history, columns=["step", "epoch", "split", "group", "task", "loss"]).to_csv(
             temporary / "history.csv", index=False)
-        torch.save(model.state_dict(), temporary / "model.pt")
-        if final.exists():  # --force: swap the old run out only once the new one is complete
-            retired = partial_root / f"{final.name}.{os.getpid()}.old"
-            final.rename(retired)
-            temporary.rename(final)
-            shutil.rmtree(retired)
-        else:
-            temporary.rename(final)
+        # Serialised in memory first: a failed file write is then an OSError, not torch's "unexpected pos".
+        weights = io.BytesIO()
+        torch.save(model.state_dict(), weights)
+        (temporary / "model.pt").write_bytes(weights.getbuffer())
+        with run_lock(final):
+            swap_into_place(temporary, final)
+    except OSError as error:
+        raise RunError(f"{final}: could not write the run (disk full?): {error.strerror or error}") from None
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def run_lock(final: Path) -> Iterator[None]:
+    """Hold runs/.locks/<run_id>.lock exclusively: one process at a time replaces a run directory."""
+    locks = final.parent / LOCKS
+    locks.mkdir(exist_ok=True)
+    with open(locks / f"{final.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
+def swap_into_place(new: Path, final: Path) -> None:
+    """Move directory `new` to `final`; an existing `final` (--force) ends up at `new`, for the caller to remove.
+
+    Where the file system can (Linux renameat2), the two are exchanged in one step, so a reader never finds the
+    run missing; elsewhere the old run is moved aside for a moment.
+    """
+    if not final.exists():
+        new.rename(final)
+    elif not _exchange(new, final):
+        aside = new.with_name(f"{new.name}.old")
+        final.rename(aside)
+        new.rename(final)
+        aside.rename(new)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically exchange two paths (renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
 
 
 def sweep_stale(partial_root: Path) -> None:

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mfh_cli.config import compose
-from mfh_cli.engine.run import train
+from mfh_cli.engine.run import is_finished, train
 from mfh_cli.errors import MfhError, RunError
 from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
@@ -45,7 +45,7 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     pending = [run for run in unique.values()
-               if force or not (results_dir / "runs" / run.run_id / "metrics.json").is_file()]
+               if force or not is_finished(results_dir / "runs" / run.run_id)]
     failures: list[tuple[PlannedRun, str]] = []
     if launcher:  # Hydra's launcher plugins dispatch the runs (see studies/launch.py)
         waiting = {run.run_id for run in pending}

@@ -45,17 +45,22 @@ def job(cfg: DictConfig) -> None:
     from mfh_cli.studies.spec import load_expanded
 
     run = plan(load_expanded(cfg.study), list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
-    # One thread per run, as in `mfh ablate` (studies/execute.py): the numbers must not depend on the launcher.
-    command = [sys.executable, "-m", "mfh_cli", "train", "trainer.threads=1", *run.overrides, "--quiet",
-               "--results-dir", cfg.results_dir]
+    # run.overrides hold the sweep's thread count (studies/plan.py), so the run id is the one planned.
+    command = [sys.executable, "-m", "mfh_cli", "train", *run.overrides, "--quiet", "--results-dir",
+               cfg.results_dir]
     if cfg.data_dir:
         command += ["--data-dir", cfg.data_dir]
     subprocess.run(command, check=True)
 
 
 def is_launcher_override(item: str) -> bool:
-    """Overrides meant for Hydra's launcher rather than for the runs."""
-    return item.startswith(("hydra/", "hydra.", "+hydra"))
+    """The documented overrides for Hydra's launcher: hydra/launcher=<name>, hydra.launcher.<key>=<value>.
+
+    Any other Hydra override (callbacks, `+hydra...`, the launcher's `_target_`) goes on to compose, which
+    refuses it.
+    """
+    documented = item.startswith(("hydra/launcher=", "hydra.launcher."))
+    return documented and not item.startswith("hydra.launcher._target_")
 
 
 def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds: int, overrides: Sequence[str],

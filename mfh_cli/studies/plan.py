@@ -27,10 +27,15 @@ class PlannedRun:
         return compose(self.overrides)
 
 
+# Every run of a sweep uses one thread, so its numbers do not depend on --jobs or the launcher; it is part of the
+# overrides (and so of the planned run id) unless the user's own trainer.threads override wins.
+SWEEP_THREADS = 1
+
+
 def run_overrides(study: Study, variant: str, grid: str, seed: int, user: Sequence[str]) -> list[str]:
-    """Study-wide overrides, then the user's, then the variant's and the grid and seed (later ones win); a
+    """The sweep's thread count, study-wide overrides, the user's, the variant's, grid and seed (later ones win); a
     variant with a seed offset trains seed `seed + offset` (recorded as seed `seed`, its pair)."""
-    return [*study.overrides, *user, *study.variants[variant], f"tasks={grid}",
+    return [f"trainer.threads={SWEEP_THREADS}", *study.overrides, *user, *study.variants[variant], f"tasks={grid}",
             f"seed={seed + study.seed_offsets.get(variant, 0)}"]
 
 

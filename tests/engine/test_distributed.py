@@ -34,4 +34,4 @@ def test_two_processes_match_one(tmp_path: Path, mfh_path: str):
         for behaviour, cell in cells.items():
             # Same global batches and summed gradients: equal up to float reduction order.
             assert two["metrics"]["test"][group][behaviour]["value"] == pytest.approx(cell["value"], abs=2e-4)
-    assert [p.name for p in (tmp_path / "two" / "runs").iterdir() if p.name != ".partial"] == [one["run_id"]]
+    assert [p.name for p in (tmp_path / "two" / "runs").iterdir() if not p.name.startswith(".")] == [one["run_id"]]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +19,7 @@ import pytest
 import torch
 
 from mfh_cli.config import compose
-from mfh_cli.engine.run import train
+from mfh_cli.engine.run import UnfinishedRun, ensure_writable, is_finished, read_finished, train
 from mfh_cli.errors import RunError
 
 TINY = ["data.rows=6000", "trainer=smoke", "trainer.batch_size=256", "trainer.progress=false"]
@@ -105,7 +110,139 @@ def test_interrupted_run_leaves_nothing_and_rerun_completes(run_mfh, mfh_path: s
     process.wait(timeout=60)
     assert process.returncode != 0
     runs = tmp_path / "results" / "runs"
-    assert not runs.exists() or [p.name for p in runs.iterdir() if p.name != ".partial"] == []
+    assert not runs.exists() or [p.name for p in runs.iterdir() if not p.name.startswith(".")] == []
     finished = run_mfh("train", *TINY, check=True)
     assert "run directory:" in finished.stdout
-    assert len([p for p in runs.iterdir() if p.name != ".partial"]) == 1
+    assert len([p for p in runs.iterdir() if not p.name.startswith(".")]) == 1
+
+
+def run_directories(runs: Path) -> list[str]:
+    """The run directories under `runs` (not its .partial / .locks bookkeeping)."""
+    return sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) if runs.exists() else []
+
+
+def strict_json(path: Path) -> dict:
+    """A JSON file read as standard JSON: NaN and Infinity are refused."""
+    return json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(f"{path} holds {name}"))
+
+
+def test_diverged_run_fails_naming_split_and_task_and_writes_nothing(run_mfh, tmp_path: Path):
+    # Adam at lr 1e6: the training loss stays finite but the validation loss overflows to inf.
+    result = run_mfh("train", "trainer=smoke", "data.rows=2000", "trainer.lr=1e6", "--quiet")
+    assert result.returncode == 1, result.stdout
+    line, = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: validation loss is (inf|nan) after step \d+ \(validation split, task "
+                        r"(cmpl|finish|skip)_(new|low|high)\): the run diverged.*", line), line
+    assert run_directories(tmp_path / "results" / "runs") == []
+
+
+def test_metrics_json_is_strict_json_and_records_the_threads(tmp_path: Path):
+    result = train(compose([*TINY, "trainer.threads=2"]), results_dir=tmp_path, quiet=True)
+    metrics = strict_json(result.run_dir / "metrics.json")
+    assert metrics["threads"] == 2 and metrics["run_id"] == result.run_dir.name
+    # A run whose metrics.json holds a non-standard number is not a finished run.
+    (result.run_dir / "metrics.json").write_text(json.dumps({**metrics, "wall_seconds": float("inf")}))
+    with pytest.raises(UnfinishedRun, match="Infinity"):
+        read_finished(result.run_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "drop_key", "remove_model"])
+def test_run_that_does_not_read_back_whole_is_trained_again(tmp_path: Path, capfd, damage: str):
+    first = train(compose(TINY), results_dir=tmp_path, quiet=True)
+    metrics_file = first.run_dir / "metrics.json"
+    if damage == "truncate":
+        metrics_file.write_text(metrics_file.read_text()[:100])
+    elif damage == "drop_key":
+        metrics_file.write_text(json.dumps({k: v for k, v in first.metrics.items() if k != "best_epoch"}))
+    else:
+        (first.run_dir / "model.pt").unlink()
+    assert not is_finished(first.run_dir)
+    capfd.readouterr()
+    again = train(compose(TINY), results_dir=tmp_path, quiet=True)
+    warning, = capfd.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"{first.run_dir}: not a finished run (") and warning.endswith("training it again")
+    assert not again.reused and is_finished(first.run_dir)
+    assert strict_json(metrics_file)["metrics"] == first.metrics["metrics"]
+
+
+def test_results_dir_that_cannot_hold_runs_fails_before_training(run_mfh, tmp_path: Path):
+    not_a_directory = tmp_path / "results"
+    not_a_directory.write_text("a file where the results directory should be")
+    with pytest.raises(RunError, match=r"results/runs: cannot write runs there .*no run was trained"):
+        ensure_writable(not_a_directory)
+    started = time.perf_counter()
+    result = run_mfh("train", *TINY, "trainer.max_epochs=50", "trainer.patience=50")
+    assert result.returncode == 1 and "cannot write runs there" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and time.perf_counter() - started < 60
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(options: str) -> Iterator[Path]:
+    """A tmpfs with mount `options` (root only): a small or read-only file system for a test.
+
+    Mounted outside pytest's tmp_path, whose old folders pytest renames and removes while a session runs.
+    """
+    where = Path(tempfile.mkdtemp(prefix="mfh-test-tmpfs-"))
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    try:
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+        yield where
+    finally:
+        if where.is_mount():
+            subprocess.run(["umount", str(where)], check=True)
+        where.rmdir()
+
+
+def test_read_only_results_dir_fails_before_training():
+    with mounted_tmpfs("ro,size=1m") as read_only:
+        with pytest.raises(RunError, match="Read-only file system"):
+            train(compose(TINY), results_dir=read_only, quiet=True)
+
+
+def test_full_disk_is_one_line_and_leaves_nothing_half_written():
+    # 64 KiB hold config.yaml, metrics.json and history.csv but not model.pt (torch said "unexpected pos").
+    with mounted_tmpfs("size=64k") as small:
+        with pytest.raises(RunError, match=r"/runs/\w+: could not write the run \(disk full\?\): No space left"):
+            train(compose(TINY), results_dir=small, quiet=True)
+        runs = small / "runs"
+        assert run_directories(runs) == [] and list((runs / ".partial").iterdir()) == []
+
+
+def test_concurrent_writers_of_one_run_leave_one_complete_run(mfh_path: str, tmp_path: Path):
+    env = {**os.environ, "MFH_RESULTS_DIR": str(tmp_path / "results")}
+    args = [mfh_path, "train", "trainer=smoke", "data.rows=2000", "--quiet"]
+    subprocess.run(args, env=env, cwd=tmp_path, check=True, capture_output=True)  # the run exists: both swap
+    writers = [subprocess.Popen([*args, "--force"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    for writer in writers:
+        assert writer.wait(timeout=600) == 0, writer.stderr.read()
+    runs = tmp_path / "results" / "runs"
+    run_id, = run_directories(runs)
+    assert list((runs / ".partial").iterdir()) == []
+    assert sorted(p.name for p in (runs / run_id).iterdir()) == ["config.yaml", "history.csv", "metrics.json",
+                                                                "model.pt"]
+    assert strict_json(runs / run_id / "metrics.json")["run_id"] == run_id
+
+
+def test_a_writer_puts_its_run_in_place_only_under_the_run_lock(mfh_path: str, tmp_path: Path):
+    env = {**os.environ, "MFH_RESULTS_DIR": str(tmp_path / "results")}
+    args = [mfh_path, "train", "trainer=smoke", "data.rows=2000", "--quiet"]
+    subprocess.run(args, env=env, cwd=tmp_path, check=True, capture_output=True)
+    runs = tmp_path / "results" / "runs"
+    run_id, = run_directories(runs)
+    stamp = (runs / run_id / "metrics.json").stat().st_mtime_ns
+    (runs / ".locks").mkdir(exist_ok=True)
+    with open(runs / ".locks" / f"{run_id}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as another writer of this run would
+        writer = subprocess.Popen([*args, "--force"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True)
+        written = runs / ".partial" / f"{run_id}.{writer.pid}" / "model.pt"
+        while writer.poll() is None and not written.exists():  # its new run is complete, waiting to go in place
+            time.sleep(0.05)
+        time.sleep(1)
+        assert writer.poll() is None, "the writer replaced the run without taking its lock"
+        assert (runs / run_id / "metrics.json").stat().st_mtime_ns == stamp
+    assert writer.wait(timeout=60) == 0, writer.stderr.read()
+    assert (runs / run_id / "metrics.json").stat().st_mtime_ns != stamp
+    assert list((runs / ".partial").iterdir()) == []

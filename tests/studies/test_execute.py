@@ -153,3 +153,15 @@ def test_hydra_joblib_launcher_dispatches_the_same_runs(tmp_path: Path):
     assert (one["run_id"] == two["run_id"]).all()
     assert (one["value"] - two["value"]).abs().max() < 1e-6
     assert (tmp_path / "a" / "hydra" / "hierarchical" / "multirun.yaml").is_file()
+
+
+def test_sweep_retrains_a_run_whose_metrics_do_not_read_back(tmp_path: Path, capfd):
+    first, = ablate(["hierarchical"], seeds=1, overrides=TINY, results_dir=tmp_path, quiet=True)
+    broken = tmp_path / "runs" / first.runs[0].run_id / "metrics.json"
+    broken.write_text(broken.read_text()[:200])  # truncated, as by a full disk or a copy cut short
+    capfd.readouterr()
+    again, = ablate(["hierarchical"], seeds=1, overrides=TINY, results_dir=tmp_path, quiet=True)
+    warning, = capfd.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"{broken.parent}: not a finished run (metrics.json does not read back")
+    assert json.loads(broken.read_text())["run_id"] == broken.parent.name
+    assert pd.read_csv(again.directory / "runs.csv").equals(pd.read_csv(first.directory / "runs.csv"))

@@ -1,0 +1,98 @@
+"""The typed schema of the composed config: every trainer, size and data value is checked when it is composed.
+
+A value that breaks a rule is one ConfigError line, `<key>: <rule> (got <value>)`, before any data is loaded or
+any run is trained. Model structure (which switcher kinds combine how) is checked where models are built.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from omegaconf import DictConfig, OmegaConf
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mfh_cli.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=0)]
+Widths = list[PositiveInt]
+
+
+class _Strict(BaseModel):
+    """No type coercion ('abc' is not a number, true is not 1) and no keys beyond the declared ones."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class TrainerSchema(_Strict):
+    """conf/trainer/*.yaml."""
+
+    max_epochs: PositiveInt
+    batch_size: Annotated[int, Field(ge=2)]  # BatchNorm needs two rows
+    eval_batch_size: PositiveInt
+    lr: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    optimizer: Literal["adam", "adamw", "sgd"]
+    patience: PositiveInt
+    min_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    history_every: Count | None  # 0 or null: no history
+    history_test_rows: PositiveInt | None  # null: all test rows
+    threads: PositiveInt | None  # null: all cores
+    device: Literal["cpu", "cuda", "auto"]
+    precision: Literal["fp32", "bf16"]
+    compile: bool
+    progress: bool
+    nan_at_step: Count | None
+    task_weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+
+
+class SwitcherSchema(_Strict):
+    """One switcher of conf/size/*.yaml; which kinds take which settings is checked by the model builder."""
+
+    kind: str
+    experts_per_branch: Count
+    shared_experts: Count
+    layers: Annotated[list[Annotated[Widths, Field(min_length=1)]], Field(min_length=1)]
+    gate: str
+    gate_hidden: Widths
+
+
+class SizeSchema(_Strict):
+    """conf/size/*.yaml."""
+
+    name: str
+    embedding_dim: PositiveInt
+    level0: Widths | None  # null: no level 0
+    branch_mlp: Widths
+    switchers: dict[str, SwitcherSchema]
+    towers: dict[str, Widths]
+    bias_tower: Widths
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise one ConfigError line for the first trainer, size or data value that breaks its rule."""
+    for section, schema in (("trainer", TrainerSchema), ("size", SizeSchema)):
+        try:
+            schema.model_validate(OmegaConf.to_container(cfg[section], resolve=True))
+        except ValidationError as error:
+            first = error.errors()[0]
+            key = ".".join([section, *(str(part) for part in first["loc"])])
+            rule = first["msg"].replace("Input should be", "must be").replace("Extra inputs are not permitted",
+                                                                             "unknown key")
+            raise ConfigError(f"{key}: {rule} (got {first['input']!r})") from None
+    check_data(cfg.data)
+
+
+def check_data(data_cfg: DictConfig) -> None:
+    """The loader's own rules for its data keys (one place per loader), run at compose time.
+
+    `data=table` is checked when its log and mapping file are read (its mapping may live in that file).
+    """
+    if data_cfg.name == "synthetic":
+        from mfh_cli.data.synthetic import read_settings  # imported here: the data layer sits above config
+
+        read_settings(data_cfg)
+    elif data_cfg.name == "kuairand":
+        from mfh_cli.data.kuairand_format import split_ranges
+
+        split_ranges(data_cfg)
