@@ -45,7 +45,8 @@ def load_table(data_cfg: DictConfig, directory: Path, cache_dir: Path | None, qu
     if not path.is_file():
         raise DataError(f"{path}: no such file (the log's path is relative to the data dir unless absolute)")
     sparse_positives = int(data_cfg.sparse_positives)
-    key = {"encoding": ENCODING_VERSION, "rules": RULES_VERSION, "mapping": asdict(mapping), "sparse_positives": sparse_positives}
+    key = {"encoding": ENCODING_VERSION, "rules": RULES_VERSION, "mapping": asdict(mapping),
+           "sparse_positives": sparse_positives}
     return cached_dataset("table", key, [path], cache_dir,
                           lambda: build_table(path, mapping, sparse_positives, quiet))
 
