@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mfh_cli.errors import MfhError
+from mfh_cli.errors import Interrupted, MfhError
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -166,7 +166,9 @@ def ablate_command(ctx: typer.Context,
                    study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all.")],
                    seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None, results_dir: ResultsDir = None,
                    quiet: Quiet = False) -> None:
-    """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table."""
+    """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table.
+
+    Ctrl-C or SIGTERM stops it within one run's time, keeping finished runs (exit 130 or 143): rerun to resume."""
     from mfh_cli.report import run_report
     from mfh_cli.report.build import sweep_figure
     from mfh_cli.studies.execute import ablate
@@ -215,19 +217,21 @@ def reproduce_command(ctx: typer.Context, seeds: Seeds = None, jobs: Jobs = _COR
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
 def main() -> None:
-    """Console entry point: user errors become one line on stderr and their exit code."""
+    """Console entry point: user errors become one line on stderr and their exit code; SIGINT and SIGTERM stop
+    the command like Ctrl-C (no half-written results) and exit 130 and 143."""
     import signal
 
-    signal.signal(signal.SIGTERM, _interrupt)  # a killed run cleans up like Ctrl-C: no half-written results
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
     try:
         app()
     except MfhError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except Interrupted as interrupted:
+        typer.echo(str(interrupted), err=True)
+        sys.exit(interrupted.exit_code)

@@ -19,3 +19,15 @@ class DataError(MfhError):
 
 class RunError(MfhError):
     """A training run that had to stop (NaN loss, interrupted): no run directory is left behind."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: stop, keep what is finished, exit 128 + the signal's number (130, 143).
+
+    A BaseException like KeyboardInterrupt, so `except Exception` never swallows it; not a KeyboardInterrupt, so
+    Typer does not turn it into a silent exit 130 before the CLI can say what was kept."""
+
+    def __init__(self, signum: int, message: str = "interrupted") -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -68,7 +68,7 @@ def download(name: str, dest: Path, url: str | None = None, quiet: bool = False,
     official = url is None
     source = archive.url if official else url
     expected_sha256 = sha256 or (archive.sha256 if official else None)
-    dest.mkdir(parents=True, exist_ok=True)
+    make_folder(dest)
 
     complete = dest / f".{name}.tar.gz"
     if not complete.exists():
@@ -84,6 +84,16 @@ def download(name: str, dest: Path, url: str | None = None, quiet: bool = False,
         raise
     complete.unlink()
     return target
+
+
+def make_folder(dest: Path) -> None:
+    """Create `dest` (and its parents) unless it exists; a DataError when it cannot (a file there, no rights)."""
+    if dest.exists() and not dest.is_dir():
+        raise DataError(f"{dest}: is a file, not a folder (--dest must name a folder)")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"{dest}: cannot create the folder ({error.strerror})") from None
 
 
 def holds_dataset(folder: Path) -> bool:
@@ -188,7 +198,7 @@ def verify_sha256(path: Path, expected: str, source: str) -> None:
 def extract(archive_path: Path, target: Path, source: str) -> None:
     """Unpack `archive_path` into a staging folder beside `target`, flatten it, then rename it into place.
 
-    Refuses members that would leave the staging folder; anything unreadable becomes a DataError, and the
+    Refuses links and members that would leave the staging folder; anything unreadable becomes a DataError, and the
     staging folder is removed whatever happens.
     """
     staging = target.parent / f".{target.name}.extracting"
@@ -225,14 +235,15 @@ def _safe_members(archive: tarfile.TarFile, source: str) -> Iterator[tarfile.Tar
 
 def _member_problem(member: tarfile.TarInfo) -> str | None:
     """Why a member is unsafe to unpack (None when it is safe)."""
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        return "not a regular file, folder or link"
+    # Links are refused outright: a dataset needs none, and a link checked against the archive root could still
+    # point outside `dest` once the data folder is moved up (flattened) into place.
+    if member.issym() or member.islnk():
+        return f"a {'symbolic' if member.issym() else 'hard'} link (to '{member.linkname}'); links are not allowed " \
+               "in a dataset archive"
+    if not (member.isfile() or member.isdir()):
+        return "not a regular file or folder"
     if _leaves_root(member.name):
         return "absolute path or '..' leaving the destination"
-    if member.issym() and _leaves_root(posixpath.join(posixpath.dirname(member.name), member.linkname)):
-        return f"symbolic link to '{member.linkname}' outside the destination"
-    if member.islnk() and _leaves_root(member.linkname):  # hard link targets are relative to the archive root
-        return f"hard link to '{member.linkname}' outside the destination"
     return None
 
 

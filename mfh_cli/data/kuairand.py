@@ -27,6 +27,7 @@ from mfh_cli.data.encoding import encode, gather, standardise
 from mfh_cli.data.kuairand_format import (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN, log_folder, log_row_groups,
                                           split_of, split_ranges, user_groups)
 from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS, Schema
+from mfh_cli.data.validate import RULES_VERSION, kuairand_problems, stop_on_errors
 from mfh_cli.errors import DataError
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
@@ -48,9 +49,18 @@ def load_kuairand(data_cfg: DictConfig, directory: Path, cache_dir: Path | None,
     """KuaiRand from `directory` (the dataset folder or its parent holding `data_cfg.subdir`), cached."""
     folder = dataset_folder(Path(directory), data_cfg.subdir)
     logs, users, videos = (_files(folder, pattern) for pattern in (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN))
-    key = {"encoding": ENCODING_VERSION, "data": OmegaConf.to_container(data_cfg, resolve=True)}
+    key = {"encoding": ENCODING_VERSION, "rules": RULES_VERSION,
+           "data": OmegaConf.to_container(data_cfg, resolve=True)}
     return cached_dataset("kuairand", key, [*logs, *users, *videos], cache_dir,
-                          lambda: build_kuairand(data_cfg, logs, users, videos, quiet))
+                          lambda: check_and_build(data_cfg, folder, logs, users, videos, quiet))
+
+
+def check_and_build(data_cfg: DictConfig, folder: Path, logs: list[Path], users: list[Path], videos: list[Path],
+                    quiet: bool) -> Dataset:
+    """The checks of `mfh data validate` on the folder, then `build_kuairand`: only a log that passes them is
+    encoded (and so cached)."""
+    stop_on_errors(kuairand_problems(folder, data_cfg), quiet)
+    return build_kuairand(data_cfg, logs, users, videos, quiet)
 
 
 def dataset_folder(directory: Path, subdir: str) -> Path:

@@ -12,7 +12,6 @@ Shape letters: N rows, C categorical fields, D dense features, L behaviours (lab
 
 from __future__ import annotations
 
-import sys
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -25,8 +24,8 @@ from mfh_cli.data.dataset import Dataset
 from mfh_cli.data.describe import label_sparsity_notes
 from mfh_cli.data.encoding import encode, standardise
 from mfh_cli.data.schema import SPLITS, Schema
-from mfh_cli.data.validate import (TableMapping, assign_groups, assign_splits, parse_mapping, read_log,
-                                   read_mapping_file, table_problems)
+from mfh_cli.data.validate import (RULES_VERSION, TableMapping, assign_groups, assign_splits, parse_mapping,
+                                   read_log, read_mapping_file, stop_on_errors, table_problems)
 from mfh_cli.errors import ConfigError, DataError
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
@@ -46,24 +45,17 @@ def load_table(data_cfg: DictConfig, directory: Path, cache_dir: Path | None, qu
     if not path.is_file():
         raise DataError(f"{path}: no such file (the log's path is relative to the data dir unless absolute)")
     sparse_positives = int(data_cfg.sparse_positives)
-    key = {"encoding": ENCODING_VERSION, "mapping": asdict(mapping), "sparse_positives": sparse_positives}
+    key = {"encoding": ENCODING_VERSION, "rules": RULES_VERSION, "mapping": asdict(mapping),
+           "sparse_positives": sparse_positives}
     return cached_dataset("table", key, [path], cache_dir,
                           lambda: build_table(path, mapping, sparse_positives, quiet))
 
 
 def build_table(path: Path, mapping: TableMapping, sparse_positives: int, quiet: bool) -> Dataset:
-    """Read and check the log (the first error raises DataError), then encode it; no cache."""
+    """Read and check the log as `mfh data validate` does (the first error raises DataError), then encode it; no
+    cache (so nothing is cached from a log that fails the checks)."""
     frame, unreadable = read_log(path)
-    if unreadable is not None:
-        raise DataError(unreadable.message)
-    problems = table_problems(frame, mapping, path.name)
-    errors = [problem for problem in problems if problem.level == "error"]
-    if errors:
-        more = f" (and {len(errors) - 1} more: `mfh data validate` lists them)" if len(errors) > 1 else ""
-        raise DataError(errors[0].message + more)
-    if not quiet:
-        for problem in problems:
-            print(problem, file=sys.stderr)
+    stop_on_errors([unreadable] if unreadable else table_problems(frame, mapping, path.name), quiet)
     dataset = encode_table(frame, mapping)
     dataset.schema = replace(dataset.schema, notes=label_sparsity_notes(dataset, sparse_positives))
     return dataset

@@ -1,9 +1,10 @@
 """`mfh data validate`: check a log before training and report every problem as one line.
 
-The rules are small vectorised functions over one column each (types, NaN, ranges, binary values, duplicates,
-empty groups and splits), shared by the KuaiRand check and by your own log's check. Your own log's mapping (which
-column plays which part, conf/data/table.yaml) is parsed here too, so that checking needs no torch; the table
-loader (`table.py`) runs the same checks, so training never starts on a bad log. Nothing here imports torch
+The rules are small vectorised functions over one column each (types, NaN, inf, ranges, binary values,
+duplicates, empty groups and splits), shared by the KuaiRand check and by your own log's check. Your own log's
+mapping (which column plays which part, conf/data/table.yaml) is parsed here too, so that checking needs no torch.
+Both loaders (`kuairand.py`, `table.py`) run these same checks before encoding or caching (`stop_on_errors`), so
+training never starts on a log that `mfh data validate` rejects. Nothing here imports torch
 (KuaiRand's groups and date split come from `kuairand_format.py`), so checking a log starts fast.
 
 Shape letters: N log rows, U user-table rows.
@@ -11,22 +12,26 @@ Shape letters: N log rows, U user-table rows.
 
 from __future__ import annotations
 
+import sys
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mfh_cli.config import CONF_DIR
 from mfh_cli.data.kuairand_format import (ABSENT_USER_GROUP, LOG_PATTERN, USER_PATTERN, log_folder, log_row_groups,
                                           split_of, split_ranges, user_groups)
 from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS
-from mfh_cli.errors import ConfigError
+from mfh_cli.errors import ConfigError, DataError
 
 EXAMPLE_ROWS = 3  # row numbers quoted per problem
+# Bump when a rule changes: the loaders put it in their cache key, so no dataset cached under older rules is reused.
+RULES_VERSION = 2
 
 # The 19 official KuaiRand log columns, in official order (shared/data/kuairand-pure/SOURCE.md).
 KUAIRAND_LOG_COLUMNS = (
@@ -97,6 +102,8 @@ def read_log(path: Path) -> tuple[pd.DataFrame | None, Problem | None]:
         reason = "expected a .csv or .parquet file"
     except (OSError, ValueError) as error:  # missing file, bad encoding, parser and Arrow errors
         reason = getattr(error, "strerror", None) or (str(error).splitlines() or [type(error).__name__])[0]
+    except (EOFError, zlib.error) as error:  # a .csv.gz cut short or damaged
+        reason = f"truncated or corrupt compressed file: {str(error).splitlines()[0]}"
     return None, Problem("error", path.name, None, f"unreadable ({reason})")
 
 
@@ -113,6 +120,11 @@ def as_numeric(raw: pd.Series, file: str, column: str) -> tuple[np.ndarray, Prob
     values = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     bad = np.isnan(values) & raw.notna().to_numpy()
     return values, rows_problem(bad, file, column, "non-numeric values (must be a number)")
+
+
+def not_finite(values: np.ndarray, file: str, column: str) -> Problem | None:
+    """Rows holding inf or -inf (NaN is not flagged: `missing_values` does that where a value is required)."""
+    return rows_problem(np.isinf(values), file, column, "non-finite values (inf; must be a finite number)")
 
 
 def missing_values(raw: pd.Series, file: str, column: str) -> Problem | None:
@@ -165,7 +177,7 @@ def column_problems(frame: pd.DataFrame, file: str, rules: ColumnRules
     found: list[Problem | None] = []
     for column in rules.numeric:
         numeric[column], problem = as_numeric(frame[column], file, column)
-        found.append(problem)
+        found += [problem, not_finite(numeric[column], file, column)]
     found += [missing_values(frame[column], file, column) for column in rules.complete]
     found += [not_binary(numeric[column], file, column) for column in rules.binary]
     found += [outside_range(numeric[column], lowest, highest, file, column)
@@ -186,10 +198,11 @@ KUAIRAND_RULES = ColumnRules(
 )
 
 
-def kuairand_problems(path: Path) -> list[Problem]:
+def kuairand_problems(path: Path, data_cfg: DictConfig | None = None) -> list[Problem]:
     """Check one KuaiRand log CSV, or every log_standard_*.csv of a KuaiRand folder (or of its `kuairand-pure/`),
-    with the groups from the user table beside the logs and the default split dates of conf/data/kuairand.yaml."""
-    defaults = OmegaConf.load(CONF_DIR / "data" / "kuairand.yaml")
+    with the groups from the user table beside the logs; split dates and dense columns from `data_cfg` (the
+    loader's data config; default conf/data/kuairand.yaml). The loader runs this too, before encoding."""
+    defaults = data_cfg if data_cfg is not None else OmegaConf.load(CONF_DIR / "data" / "kuairand.yaml")
     path = Path(path)
     if not path.exists():
         return [Problem("error", str(path), None, "unreadable (no such file or directory)")]
@@ -200,7 +213,7 @@ def kuairand_problems(path: Path) -> list[Problem]:
             return [Problem("error", str(path), None, f"no {LOG_PATTERN} here nor in {defaults.subdir}/")]
     logs = sorted(folder.glob(LOG_PATTERN)) if path.is_dir() else [path]
     user_tables = sorted(folder.glob(USER_PATTERN))
-    users, problems = _kuairand_users(user_tables)
+    users, problems = _kuairand_users(user_tables, list(defaults.dense))
     if not user_tables:
         problems.append(Problem("warning", str(folder), None, f"no {USER_PATTERN} beside the log: user group "
                                                               "checks skipped"))
@@ -230,18 +243,22 @@ def kuairand_problems(path: Path) -> list[Problem]:
     return problems
 
 
-def _kuairand_users(tables: list[Path]) -> tuple[pd.Series | None, list[Problem]]:
-    """The user group (index into GROUPS) by user id [U] from the user tables; None when they have problems."""
+def _kuairand_users(tables: list[Path], dense: Sequence[str]) -> tuple[pd.Series | None, list[Problem]]:
+    """The user group (index into GROUPS) by user id [U] from the user tables; None when they have problems.
+    The `dense` input columns a table has must hold finite numbers (the loader reports those it lacks)."""
     frames, problems = [], []
     for table in tables:
         frame, unreadable = read_log(table)
         found = [unreadable] if frame is None else missing_columns(frame, KUAIRAND_USER_COLUMNS, table.name)
         if not found:
-            register_days, not_numeric = as_numeric(frame["register_days"], table.name, "register_days")
-            repeated = rows_problem(frame["user_id"].duplicated().to_numpy(), table.name, "user_id",
-                                    "duplicate ids (each user must appear once)")
-            found = [problem for problem in (not_numeric, repeated) if problem]
-            frames.append(frame[["user_id", "user_active_degree"]].assign(register_days=register_days))
+            numeric = {}
+            for column in _unique(["register_days", *(name for name in dense if name in frame.columns)]):
+                numeric[column], not_numeric = as_numeric(frame[column], table.name, column)
+                found += [not_numeric, not_finite(numeric[column], table.name, column)]
+            found.append(rows_problem(frame["user_id"].duplicated().to_numpy(), table.name, "user_id",
+                                      "duplicate ids (each user must appear once)"))
+            found = [problem for problem in found if problem]
+            frames.append(frame[["user_id", "user_active_degree"]].assign(register_days=numeric["register_days"]))
         problems += found
     if not frames or problems:
         return None, problems
@@ -494,6 +511,18 @@ def _split_details(rule: SplitRule) -> list[str]:
         return [f"fraction {_number(share)} of the rows" for share in rule.fractions]
     validation_start, test_start = (_number(bound) for bound in rule.boundaries)
     return [f"time < {validation_start}", f"{validation_start} <= time < {test_start}", f"time >= {test_start}"]
+
+
+def stop_on_errors(problems: list[Problem], quiet: bool) -> None:
+    """What a loader does with a log's problems: the first error raises DataError with the line `mfh data
+    validate` prints for it; otherwise the warnings go to stderr unless `quiet`."""
+    errors = [problem for problem in problems if problem.level == "error"]
+    if errors:
+        more = f" (and {len(errors) - 1} more: `mfh data validate` lists them)" if len(errors) > 1 else ""
+        raise DataError(errors[0].message + more)
+    if not quiet:
+        for problem in problems:
+            print(problem, file=sys.stderr)
 
 
 def validate(path: Path, mapping: Path | None = None) -> list[Problem]:

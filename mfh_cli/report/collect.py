@@ -3,6 +3,8 @@ results"). Reads files only; never imports torch."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,12 +164,31 @@ def _read_runs_csv(path: Path) -> pd.DataFrame:
         first = runs[duplicated].iloc[0]
         raise DataError(f"{path}: one row per (variant, seed, split, group, task); repeated: {first['variant']}, "
                         f"seed {first['seed']}, {first['split']}, {first['group']}, {first['task']}")
+    _check_complete(runs, path)
     return runs
+
+
+def _check_complete(runs: pd.DataFrame, path: Path) -> None:
+    """A sweep writes every variant with the same seeds and every (variant, seed) with the same cells; anything
+    else is a partial or cut file, whose means would silently rest on fewer seeds."""
+    seed_counts = runs.groupby(["task", "variant"], sort=False)["seed"].nunique()
+    for task, counts in seed_counts.groupby(level="task", sort=False):
+        if counts.nunique() > 1:
+            listed = ", ".join(f"{variant} {count}" for (_, variant), count in counts.items())
+            raise DataError(f"{path}: variants have unequal seed counts for task '{task}' ({listed}): a partial "
+                            f"or truncated file; rerun mfh ablate to rewrite it")
+    cells = runs.groupby(["variant", "seed"], sort=False).size()
+    if cells.nunique() > 1:
+        variant, seed = cells.idxmin()
+        raise DataError(f"{path}: variant {variant} seed {seed} has {cells.min()} rows, others {cells.max()}: a "
+                        f"partial or truncated file; rerun mfh ablate to rewrite it")
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], text_columns: tuple[str, ...]) -> pd.DataFrame:
     try:
-        frame = pd.read_csv(path, dtype={column: str for column in text_columns}, keep_default_na=False)
+        text = path.read_text()
+        _check_whole_rows(text, path)
+        frame = pd.read_csv(io.StringIO(text), dtype={column: str for column in text_columns}, keep_default_na=False)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise DataError(f"{path}: unreadable CSV ({' '.join(str(error).split())})") from None
     missing = [column for column in columns if column not in frame.columns]
@@ -176,6 +197,20 @@ def _read_csv(path: Path, columns: tuple[str, ...], text_columns: tuple[str, ...
         raise DataError(f"{path}: columns must be exactly {', '.join(columns)}; "
                         f"missing: {', '.join(missing) or 'none'}; unexpected: {', '.join(map(str, extra)) or 'none'}")
     return frame[list(columns)]
+
+
+def _check_whole_rows(text: str, path: Path) -> None:
+    """A file cut mid-line (no newline at its end) or a row with another number of fields than the header is an
+    error: pandas would read the cut row's missing fields as empty and a cut number (0.6 of 0.6123) as a value."""
+    if not text.endswith("\n"):
+        raise DataError(f"{path}: {'empty' if not text else 'ends mid-line (no newline after the last row)'}: a "
+                        f"truncated file; rerun the command that wrote it")
+    rows = csv.reader(io.StringIO(text))
+    width = len(next(rows))
+    for row in rows:
+        if row and len(row) != width:
+            raise DataError(f"{path}: line {rows.line_num} has {len(row)} fields, the header {width}: a damaged "
+                            f"file; rerun the command that wrote it")
 
 
 def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
 import time
 from collections.abc import Sequence
@@ -17,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mfh_cli.config import compose
-from mfh_cli.engine.run import is_finished, train
-from mfh_cli.errors import MfhError, RunError
+from mfh_cli.engine.run import ensure_writable, is_finished, train
+from mfh_cli.errors import Interrupted, MfhError, RunError
 from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
 from mfh_cli.studies.spec import Study, load_study
@@ -38,24 +39,32 @@ class StudyOutcome:
 def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overrides: Sequence[str] = (),
            data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
            force: bool = False) -> list[StudyOutcome]:
-    """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv."""
+    """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv.
+
+    SIGINT / SIGTERM (`Interrupted`) stops the sweep within one run's time, keeps the finished runs and re-raises
+    saying how many of the sweep's runs are done."""
+    ensure_writable(results_dir)
     launcher = [item for item in overrides if is_launcher_override(item)]
     overrides = [item for item in overrides if not is_launcher_override(item)]
     studies = [expanded for name in names for expanded in load_study(name).expand()]
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
-    pending = [run for run in unique.values()
-               if force or not is_finished(results_dir / "runs" / run.run_id)]
+    pending = [run for run in unique.values() if force or not run_finished(results_dir, run.run_id)]
     failures: list[tuple[PlannedRun, str]] = []
-    if launcher:  # Hydra's launcher plugins dispatch the runs (see studies/launch.py)
-        waiting = {run.run_id for run in pending}
-        for study in studies:
-            mine = [run for run in planned[study.name] if run.run_id in waiting]
-            launch(study.name, planned[study.name], mine, seeds or study.seeds, overrides, launcher, data_dir,
-                   results_dir)
-            waiting -= {run.run_id for run in mine}
-    else:
-        failures = execute(pending, jobs, data_dir, results_dir, quiet, force)
+    try:
+        if launcher:  # Hydra's launcher plugins dispatch the runs (see studies/launch.py)
+            waiting = {run.run_id for run in pending}
+            for study in studies:
+                mine = [run for run in planned[study.name] if run.run_id in waiting]
+                launch(study.name, planned[study.name], mine, seeds or study.seeds, overrides, launcher, data_dir,
+                       results_dir)
+                waiting -= {run.run_id for run in mine}
+        else:
+            failures = execute(pending, jobs, data_dir, results_dir, quiet, force)
+    except Interrupted as interrupted:
+        done = sum(run_finished(results_dir, run_id) for run_id in unique)
+        raise Interrupted(interrupted.signum, f"interrupted: {done} of {len(unique)} runs done, rerun to "
+                                              f"resume") from None
     if failures:
         lines = "; ".join(f"{run.variant} seed {run.seed} ({run.grid}): {message}" for run, message in failures)
         raise MfhError(f"{len(failures)} run(s) failed, runs.csv not written (rerun to retry them): {lines}")
@@ -91,12 +100,39 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
                 done(run, train_one(run.overrides, threads, data_dir, results_dir, force))
         else:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
-                                     initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
-                futures = {pool.submit(train_one, run.overrides, threads, data_dir, results_dir, force): run
-                           for run in pending}
-                for future in as_completed(futures):
-                    done(futures[future], future.result())
+                                     initializer=init_worker, initargs=(os.getpid(),)) as pool:
+                try:
+                    futures = {pool.submit(train_one, run.overrides, threads, data_dir, results_dir, force): run
+                               for run in pending}
+                    for future in as_completed(futures):
+                        done(futures[future], future.result())
+                except Interrupted:
+                    stop_workers(pool)
+                    raise
     return failures
+
+
+def run_finished(results_dir: Path, run_id: str) -> bool:
+    """Whether the run's directory holds a finished run (engine/run.py read_finished decides)."""
+    return is_finished(results_dir / "runs" / run_id)
+
+
+def stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Cancel the queued runs and end the running ones now. A run a worker was writing is in runs/.partial/, never
+    in place, and is swept by the next run that writes."""
+    workers = list((pool._processes or {}).values())  # no public handle on the workers before Python 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join()
+
+
+def init_worker(parent: int) -> None:
+    """Worker initializer: leave SIGINT to the sweep's process (a terminal's Ctrl-C reaches the whole process
+    group; the sweep then stops its workers itself), and end with the sweep's process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    exit_with_parent(parent)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -132,8 +168,8 @@ def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, res
         if run.variant == study.reference and metrics.get("oracle"):
             rows.extend(metric_rows(run, "oracle", metrics["oracle"]))
     directory.mkdir(parents=True, exist_ok=True)
-    _write_atomically(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
-    _write_atomically(directory / "study.json", json.dumps(study.describe(runs[0].dataset, seeds), indent=1))
+    write_atomically(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
+    write_atomically(directory / "study.json", json.dumps(study.describe(runs[0].dataset, seeds), indent=1))
 
 
 def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:
@@ -144,10 +180,17 @@ def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:
             for behaviour, cell in cells.items()]
 
 
-def _write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
+    """Write a temporary file beside `path`, then rename it: readers never see half a file. A failed write leaves
+    neither the temporary nor a changed `path`, and names `path`."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    temporary.write_text(text)
-    temporary.replace(path)
+    try:
+        temporary.write_text(text)
+        temporary.replace(path)
+    except OSError as error:
+        raise MfhError(f"{path}: cannot write ({error.strerror or error})") from None
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _progress(quiet: bool):

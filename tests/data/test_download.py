@@ -185,6 +185,28 @@ def test_member_escaping_destination_is_refused(server, tmp_path, member, kind, 
     assert not Path("/tmp/mfh-test-evil").exists()
 
 
+@pytest.mark.parametrize(("member", "kind", "link"), [
+    # Inside the archive root as written, outside --dest once a/b/c/d/e/data is moved up to dest/kuairand-pure.
+    ("a/b/c/d/e/data/passwords.csv", tarfile.SYMTYPE, "../../../../../../outside.txt"),
+    ("a/b/c/d/e/data/copy.csv", tarfile.LNKTYPE, "a/b/c/d/e/LICENSE"),  # even a harmless hard link
+])
+def test_links_are_refused_in_a_dataset(server, tmp_path, member, kind, link):
+    server.body = official_archive(top="a/b/c/d/e", extra=((member, b"", kind, link),))
+    dest = tmp_path / "deep" / "data"
+    with pytest.raises(DataError, match=f"refusing archive member '{member}': a (symbolic|hard) link .*links are "
+                                        "not allowed in a dataset archive"):
+        download("kuairand-pure", dest, url=server.url, quiet=True)
+    assert list(dest.iterdir()) == []
+
+
+def test_dest_that_is_a_file_is_one_line(run_mfh, server, tmp_path):
+    (tmp_path / "data").write_text("not a folder")
+    result = run_mfh("data", "download", "kuairand-pure", "--dest", str(tmp_path / "data"), "--url", server.url)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'data'}: is a file, not a folder (--dest must name a folder)"
+    assert server.requests == []
+
+
 def test_sha256_is_checked(server, tmp_path):
     right = hashlib.sha256(server.body).hexdigest()
     with pytest.raises(DataError, match=f"sha256 {right} differs from the expected {'0' * 64}"):

@@ -11,6 +11,7 @@ import torch
 from mfh_cli.config import compose
 from mfh_cli.data.dataset import GROUPS, SPLITS
 from mfh_cli.data.kuairand import load_kuairand
+from mfh_cli.data.validate import validate
 from mfh_cli.errors import DataError
 
 LOG_HEADER = ["user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_follow", "is_comment",
@@ -134,7 +135,8 @@ def test_parent_directory_with_subdir_is_accepted(tmp_path: Path):
 
 def test_missing_column_names_file_and_column(tmp_path: Path):
     folder = write_kuairand(tmp_path / "kuairand-pure", drop_log_column="duration_ms")
-    with pytest.raises(DataError, match=r"log_standard_tiny\.csv: missing column duration_ms"):
+    with pytest.raises(DataError, match=r"log_standard_tiny\.csv: column duration_ms: missing \(a required "
+                                        r"column\)"):
         load(folder)
 
 
@@ -143,7 +145,7 @@ def test_bad_integer_value_names_the_column(tmp_path: Path):
     log = pd.read_csv(folder / "log_standard_tiny.csv", dtype=str)
     log.loc[2, "play_time_ms"] = "lots"
     log.to_csv(folder / "log_standard_tiny.csv", index=False)
-    with pytest.raises(DataError, match=r"log_standard_tiny\.csv: column play_time_ms: expected integers"):
+    with pytest.raises(DataError, match=r"log_standard_tiny\.csv: column play_time_ms: non-numeric values .*1 row"):
         load(folder)
 
 
@@ -163,6 +165,49 @@ def test_load_writes_a_cache_and_reads_it_back(tmp_path: Path):
     second = load(folder, cache_dir=tmp_path / "cache")
     assert torch.equal(first.categorical, second.categorical) and torch.equal(first.labels, second.labels)
     assert second.schema == first.schema
+
+
+BROKEN_LOGS = {  # a change to the log that `mfh data validate` rejects: (column, row, value)
+    "negative play time": ("play_time_ms", 2, -4000),
+    "like outside {0, 1}": ("is_like", 0, 2),
+    "infinite time": ("time_ms", 3, "inf"),
+}
+
+
+def break_log(folder: Path, column: str, row: int, value: object) -> None:
+    log = pd.read_csv(folder / "log_standard_tiny.csv", dtype=str)
+    log.loc[row, column] = str(value)
+    log.to_csv(folder / "log_standard_tiny.csv", index=False)
+
+
+@pytest.mark.parametrize("change", BROKEN_LOGS)
+def test_log_that_validate_rejects_is_not_loaded_nor_cached(tmp_path: Path, change: str):
+    folder = write_kuairand(tmp_path / "kuairand-pure")
+    break_log(folder, *BROKEN_LOGS[change])
+    rejected = [problem.message for problem in validate(folder) if problem.level == "error"]
+    assert len(rejected) == 1
+    with pytest.raises(DataError) as raised:
+        load(folder, cache_dir=tmp_path / "cache")
+    assert str(raised.value) == rejected[0]  # the very line validate prints
+    assert not list(tmp_path.rglob("*.pt"))
+
+
+def test_cached_load_is_checked_again_once_the_log_changes(tmp_path: Path):
+    folder = write_kuairand(tmp_path / "kuairand-pure")
+    load(folder, cache_dir=tmp_path / "cache")
+    assert len(list((tmp_path / "cache").glob("kuairand-*.pt"))) == 1
+    break_log(folder, *BROKEN_LOGS["negative play time"])
+    with pytest.raises(DataError, match=r"column play_time_ms: negative values"):
+        load(folder, cache_dir=tmp_path / "cache")
+
+
+def test_infinite_dense_user_count_is_rejected(tmp_path: Path):
+    folder = write_kuairand(tmp_path / "kuairand-pure")
+    users = pd.read_csv(folder / "user_features_tiny.csv", dtype=str)
+    users.loc[[1, 4], "fans_user_num"] = "inf"
+    users.to_csv(folder / "user_features_tiny.csv", index=False)
+    with pytest.raises(DataError, match=r"user_features_tiny\.csv: column fans_user_num: non-finite values .*2 rows"):
+        load(folder)
 
 
 # Real data: the two-week slice (SPEC §5 figures).
@@ -197,4 +242,25 @@ def test_real_slice_share_sparsity_note_is_computed(kuairand):
     share = [note for note in kuairand.schema.notes if note.startswith("share ")]
     assert len(share) == 1 and "195 positives in all" in share[0] and "8 among new users" in share[0]
     assert not any(note.startswith("like ") for note in kuairand.schema.notes)  # 163 new-user likes: not sparse
+
+
+def test_train_stops_on_a_real_slice_copy_that_validate_rejects(run_mfh, kuairand_dir: Path, tmp_path: Path):
+    """Every 10th row of the real log with one negative play time; the user and video tables linked as they are."""
+    copy = tmp_path / "kuairand-pure"
+    copy.mkdir()
+    log_file = next(kuairand_dir.glob("log_standard_*.csv"))
+    log = pd.read_csv(log_file).iloc[::10].reset_index(drop=True)
+    log.loc[7, "play_time_ms"] = -7000
+    log.to_csv(copy / log_file.name, index=False)
+    for table in [*kuairand_dir.glob("user_features_*.csv"), *kuairand_dir.glob("video_features_basic_*.csv")]:
+        (copy / table.name).symlink_to(table)
+    validated = run_mfh("data", "validate", str(copy))
+    assert validated.returncode == 1
+    rejected = [line for line in validated.stderr.splitlines() if line.startswith("error: ")]
+    assert len(rejected) == 1 and "column play_time_ms: negative values" in rejected[0]
+    trained = run_mfh("train", "data=kuairand", "trainer=smoke", "--quiet", "--data-dir", str(tmp_path))
+    assert trained.returncode == 1
+    assert trained.stderr.strip().splitlines()[-1] == rejected[0]
+    results = tmp_path / "results"
+    assert not list(results.rglob("*.pt")) and not (results / "runs").exists()
 

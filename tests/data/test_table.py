@@ -155,6 +155,25 @@ def test_invalid_log_stops_loading_with_the_first_error(tmp_path):
         load(tmp_path, log)
 
 
+def test_infinite_dense_value_stops_loading(tmp_path):
+    log = make_log()
+    log.loc[[7], "seconds"] = np.inf
+    with pytest.raises(DataError, match=r"^log.csv: column seconds: non-finite values .*1 row \(e.g. row 8\)$"):
+        load(tmp_path, log)
+
+
+def test_train_on_a_truncated_gzip_log_names_the_file(run_mfh, tmp_path):
+    make_log(400).to_csv(tmp_path / "log.csv.gz", index=False)
+    whole = (tmp_path / "log.csv.gz").read_bytes()
+    (tmp_path / "log.csv.gz").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump({**MAPPING, "path": "log.csv.gz"}))
+    result = run_mfh("train", "data=table", f"data.mapping={tmp_path / 'mapping.yaml'}", "trainer=smoke",
+                     "--quiet", "--data-dir", str(tmp_path))
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: log.csv.gz: unreadable (truncated or corrupt compressed file")
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "results" / "runs").exists()
+
+
 @pytest.mark.parametrize(("changes", "key"), [
     ({"labels": {"dwell": "ratio"}}, "labels.dwell.kind"),  # a new behaviour needs its kind
     ({"labels": {"finish": {"column": "done", "kind": "regression"}}}, "labels.finish.kind"),

@@ -213,6 +213,22 @@ def test_table_non_numeric_dense_column(tmp_path):
     assert (problem.column, problem.rows, problem.examples) == ("seconds", 2, [1, 4])
 
 
+def test_table_infinite_dense_value(tmp_path):
+    log = table_log()
+    log.loc[[2, 5, 9], "seconds"] = [np.inf, -np.inf, np.inf]
+    problem = only_problem(validate_table(tmp_path, log))
+    assert (problem.column, problem.rows, problem.examples) == ("seconds", 3, [3, 6, 10])
+    assert problem.rule.startswith("non-finite values")
+
+
+def test_truncated_gzip_log_names_the_file(tmp_path):
+    table_log(300).to_csv(tmp_path / "log.csv.gz", index=False)
+    whole = (tmp_path / "log.csv.gz").read_bytes()
+    (tmp_path / "log.csv.gz").write_bytes(whole[: len(whole) // 2])
+    problem = only_problem(validate(tmp_path / "log.csv.gz", mapping=write_mapping(tmp_path)))
+    assert problem.file == "log.csv.gz" and problem.rule.startswith("unreadable (truncated or corrupt")
+
+
 def test_table_nan_time(tmp_path):
     log = table_log().astype({"ts": float})
     log.loc[[2], "ts"] = np.nan

@@ -52,3 +52,46 @@ def test_bad_study_json_is_a_data_error(write_study, results_dir):
     (directory / "study.json").write_text("{not json")
     with pytest.raises(DataError, match=r"study.json: not valid JSON"):
         find_studies(results_dir)
+
+
+def _two_task_cells() -> pd.DataFrame:
+    rows = [(variant, seed, group, task, "auc", 0.61234567 + seed * 0.01) for variant in ("mfh", "flat")
+            for seed in (0, 1, 2) for group in ("new", "high") for task in ("finish", "skip")]
+    return pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"])
+
+
+@pytest.mark.parametrize(("cut", "message"), [
+    (lambda text: text[:-12], r"runs.csv: ends mid-line \(no newline after the last row\): a truncated file"),
+    (lambda text: text[:text.rstrip("\n").rfind(",")] + "\n", r"runs.csv: line 25 has 9 fields, the header 10"),
+    (lambda text: "", r"runs.csv: empty: a truncated file"),
+])
+def test_torn_runs_csv_is_a_data_error(write_study, cut, message):
+    directory = write_study("toy", _two_task_cells(), reference="mfh", variants=["mfh", "flat"])
+    path = directory / "runs.csv"
+    path.write_text(cut(path.read_text()))
+    with pytest.raises(DataError, match=message):
+        read_study(directory)
+
+
+@pytest.mark.parametrize(("drop", "message"), [
+    (lambda runs: (runs["variant"] == "flat") & (runs["seed"] == 2),
+     r"runs.csv: variants have unequal seed counts for task 'finish' \(mfh 3, flat 2\): a partial or truncated"),
+    (lambda runs: (runs["variant"] == "flat") & (runs["seed"] == 2) & (runs["group"] == "high"),
+     r"runs.csv: variant flat seed 2 has 2 rows, others 4: a partial or truncated file"),
+])
+def test_partial_runs_csv_is_a_data_error(write_study, drop, message):
+    directory = write_study("toy", _two_task_cells(), reference="mfh", variants=["mfh", "flat"])
+    runs = pd.read_csv(directory / "runs.csv")
+    runs[~drop(runs)].to_csv(directory / "runs.csv", index=False)
+    with pytest.raises(DataError, match=message):
+        read_study(directory)
+
+
+def test_report_on_a_cut_runs_csv_exits_1_naming_the_file(write_study, run_mfh):
+    directory = write_study("toy", _two_task_cells(), reference="mfh", variants=["mfh", "flat"])
+    path = directory / "runs.csv"
+    path.write_bytes(path.read_bytes()[:-15])  # mid-way through the last row's value
+    result = run_mfh("report", "--study", "toy")
+    assert result.returncode == 1
+    assert result.stderr.strip() == (f"error: {path}: ends mid-line (no newline after the last row): a truncated "
+                                     f"file; rerun the command that wrote it")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
+import re
+import resource
 import signal
 import subprocess
 import time
@@ -13,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mfh_cli.studies.execute import RUNS_COLUMNS, ablate
+from mfh_cli.errors import MfhError
+from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, write_atomically
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
 
@@ -165,3 +169,118 @@ def test_sweep_retrains_a_run_whose_metrics_do_not_read_back(tmp_path: Path, cap
     assert warning.startswith(f"{broken.parent}: not a finished run (metrics.json does not read back")
     assert json.loads(broken.read_text())["run_id"] == broken.parent.name
     assert pd.read_csv(again.directory / "runs.csv").equals(pd.read_csv(first.directory / "runs.csv"))
+
+
+def finished_runs(results: Path) -> set[str]:
+    """Run directories in place (runs/.partial/ holds the ones being written); each must be complete."""
+    runs = results / "runs"
+    found = {path.name for path in runs.iterdir() if path.name != ".partial"} if runs.exists() else set()
+    assert all((runs / run_id / "metrics.json").is_file() for run_id in found), "a half-written run is visible"
+    return found
+
+
+def sweep(mfh_path: str, results: Path, *args: str) -> subprocess.Popen:
+    """`mfh ablate` on the hierarchical study (tiny runs) in its own session, results under `results`."""
+    command = [mfh_path, "ablate", "--study", "hierarchical", "--quiet", *args, "trainer=smoke", "data.rows=2000",
+               "trainer.progress=false"]
+    return subprocess.Popen(command, env={**os.environ, "MFH_RESULTS_DIR": str(results)}, cwd=results.parent,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signum", "jobs", "whole_group"), [
+    (signal.SIGTERM, "2", False),  # `kill -TERM <pid>`: the sweep's process alone
+    (signal.SIGINT, "2", True),  # Ctrl-C in a terminal: the whole foreground process group, workers included
+    (signal.SIGINT, "1", False),  # in-process runs
+])
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc to find the workers")
+def test_signal_stops_the_sweep_keeping_finished_runs(mfh_path: str, tmp_path: Path, signum: int, jobs: str,
+                                                      whole_group: bool):
+    results = tmp_path / "results"
+    process = sweep(mfh_path, results, "--seeds", "6", "--jobs", jobs)  # 12 runs
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not list((results / "runs").glob("*/metrics.json")):
+            time.sleep(0.1)
+        workers = [pid for pid in children_of(process.pid) if "spawn_main" in command_line(pid)]
+        (os.killpg if whole_group else os.kill)(process.pid, signum)
+        signalled = time.time()
+        _, stderr = process.communicate(timeout=120)
+        stopped_after = time.time() - signalled
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 128 + signum, stderr
+    message = re.fullmatch(r"interrupted: (\d+) of 12 runs done, rerun to resume", stderr.strip())
+    assert message, stderr
+    done = finished_runs(results)
+    assert len(done) == int(message.group(1)) < 12, "the queued runs were trained before exiting"
+    assert stopped_after < 30
+    assert not any(alive(pid) for pid in workers), "a worker outlived the sweep"
+    assert not (results / "studies").exists() or not list((results / "studies").rglob("*runs.csv*"))
+
+
+@pytest.mark.slow
+def test_sweep_killed_at_random_points_resumes_to_the_same_runs_csv(mfh_path: str, tmp_path: Path):
+    """Fault injection: SIGKILL, then SIGTERM, at three seeded random moments each, each time rerunning the sweep
+    on what the last one left; the finished runs.csv equals an uninterrupted sweep's byte for byte."""
+    reference = tmp_path / "reference" / "results"
+    reference.parent.mkdir()
+    uninterrupted = sweep(mfh_path, reference, "--seeds", "2", "--jobs", "1")
+    assert uninterrupted.wait(timeout=300) == 0, uninterrupted.stderr.read()
+    expected = (reference / "studies" / "hierarchical" / "synthetic" / "runs.csv").read_bytes()
+
+    results = tmp_path / "killed" / "results"
+    results.parent.mkdir()
+    delays = random.Random(20261130)
+    for signum in [signal.SIGKILL] * 3 + [signal.SIGTERM] * 3:
+        process = sweep(mfh_path, results, "--seeds", "2", "--jobs", "1")
+        time.sleep(delays.uniform(1.5, 8.0))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signum)
+        process.wait(timeout=120)
+        if signum == signal.SIGTERM and process.returncode == 143:  # a bare "interrupted" while still planning
+            assert re.fullmatch(r"interrupted(: \d of 4 runs done, rerun to resume)?", process.stderr.read().strip())
+        elif signum == signal.SIGTERM:  # it had ended, or the signal came while Python started or shut down
+            assert process.returncode in (0, -signal.SIGTERM)
+        finished_runs(results)
+    resumed = sweep(mfh_path, results, "--seeds", "2", "--jobs", "1")
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert (results / "studies" / "hierarchical" / "synthetic" / "runs.csv").read_bytes() == expected
+
+
+@pytest.mark.parametrize("where", ["under a file", "read-only"])
+def test_unwritable_results_dir_fails_before_training(run_mfh, tmp_path: Path, where: str):
+    if where == "read-only":
+        if os.geteuid() == 0:
+            pytest.skip("root writes into read-only folders")
+        results = tmp_path / "locked"
+        results.mkdir(mode=0o555)
+    else:
+        (tmp_path / "file").write_text("")
+        results = tmp_path / "file" / "results"
+    started = time.time()
+    result = run_mfh("ablate", "--study", "hierarchical", "--seeds", "1", "--jobs", "1", "--results-dir",
+                     str(results), *TINY)
+    assert result.returncode == 1
+    assert re.fullmatch(rf"error: {re.escape(str(results / 'runs'))}: cannot write runs there \(.+\); no run was "
+                        r"trained", result.stderr.strip()), result.stderr
+    assert time.time() - started < 60
+
+
+def test_failed_write_names_the_file_and_leaves_no_temporary(tmp_path: Path):
+    (tmp_path / "runs.csv").mkdir()  # the rename onto it fails after the temporary is written
+    with pytest.raises(MfhError, match=rf"^{re.escape(str(tmp_path / 'runs.csv'))}: cannot write \(.+\)$"):
+        write_atomically(tmp_path / "runs.csv", "study,variant\n")
+    assert [path.name for path in tmp_path.iterdir()] == ["runs.csv"]
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10, hard))  # a full disk, for this process
+    try:
+        with pytest.raises(MfhError, match=r"study.json: cannot write \(File too large\)"):
+            write_atomically(tmp_path / "study.json", "x" * 100)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert [path.name for path in tmp_path.iterdir()] == ["runs.csv"]
