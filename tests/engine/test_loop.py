@@ -53,9 +53,17 @@ def test_flat_parameters_step_like_separate_tensors(simulated, model):
     assert any(not torch.equal(value, start) for value, start in
                zip(separate, trained_parameters(cfg, dataset, flat=False, steps=0))), "training changed nothing"
     # Equal up to float rounding: the fused kernel handles a tensor's unaligned tail apart from its vector body,
-    # and the boundaries fall elsewhere in one flat tensor (a wrong view would differ by far more).
+    # and the boundaries fall elsewhere in one flat tensor; a rounding difference then feeds the next steps'
+    # gradients, by an amount that depends on the CPU's kernels (AVX2 vs AVX-512). The bounds come from the step
+    # size instead of one machine: an Adam step moves each weight by about lr, so a wrong view (one weight given
+    # another's update) differs by ~lr, while rounding stays a small fraction of one step.
+    lr = float(cfg.trainer.lr)
+    rounding = torch.finfo(torch.float32).eps * 8  # a few ulp of one Adam update, relative
     for a, b in zip(separate, flat):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        gap = (a - b).abs()
+        assert gap.max() <= 0.01 * lr, f"max difference {gap.max():.2e} is a sizeable part of one step ({lr})"
+        beyond_rounding = gap > rounding * a.abs() + rounding * lr
+        assert beyond_rounding.float().mean() <= 0.01, "more than 1% of the weights differ beyond rounding"
 
 
 def test_flat_parameters_are_the_model_state(simulated):
