@@ -43,12 +43,12 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
 
     SIGINT / SIGTERM (`Interrupted`) stops the sweep within one run's time, keeps the finished runs and re-raises
     saying how many of the sweep's runs are done."""
-    ensure_writable(results_dir)
     launcher = [item for item in overrides if is_launcher_override(item)]
     overrides = [item for item in overrides if not is_launcher_override(item)]
     studies = [expanded for name in names for expanded in load_study(name).expand()]
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
+    ensure_writable(results_dir)  # after planning (a bad config writes nothing), before any training
     pending = [run for run in unique.values() if force or not run_finished(results_dir, run.run_id)]
     failures: list[tuple[PlannedRun, str]] = []
     try:

@@ -174,7 +174,7 @@ def test_sweep_retrains_a_run_whose_metrics_do_not_read_back(tmp_path: Path, cap
 def finished_runs(results: Path) -> set[str]:
     """Run directories in place (runs/.partial/ holds the ones being written); each must be complete."""
     runs = results / "runs"
-    found = {path.name for path in runs.iterdir() if path.name != ".partial"} if runs.exists() else set()
+    found = {path.name for path in runs.iterdir() if not path.name.startswith(".")} if runs.exists() else set()
     assert all((runs / run_id / "metrics.json").is_file() for run_id in found), "a half-written run is visible"
     return found
 
