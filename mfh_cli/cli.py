@@ -163,7 +163,8 @@ def _studies(study: str) -> list[str]:
 
 @app.command("ablate", context_settings=OVERRIDES)
 def ablate_command(ctx: typer.Context,
-                   study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all.")],
+                   study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all "
+                                                      "(the main job's studies).")],
                    seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None, results_dir: ResultsDir = None,
                    quiet: Quiet = False) -> None:
     """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table.

@@ -164,7 +164,7 @@ def verdict_line(tidy: pd.DataFrame, label: str) -> str:
     needed = open_cells["seeds_needed"].dropna()
     if len(needed):
         target = "the paper's change" if with_paper else f"a {DEFAULT_EFFECT_PCT:g}% change"
-        summary += (f"; about {_seeds(needed.median())} seeds would give 80% power for {target} in half of the "
+        summary += (f"; {_seeds(needed.median())} seeds would give 80% power for {target} in half of the "
                     f"{len(open_cells)} {'inconclusive' if with_paper else 'undecided'} cells")
     return (f"{label}, {seeds} seed{'s' if seeds != 1 else ''}: {parts} — {summary} "
             f"(Holm over {len(tested)} cells, α = {ALPHA:g})")
@@ -175,4 +175,4 @@ def _percent(value: float) -> str:
 
 
 def _seeds(value: float) -> str:
-    return f"more than {MAX_SEEDS:,}" if math.isinf(value) else f"{value:,.0f}"
+    return f"more than {MAX_SEEDS:,}" if math.isinf(value) else f"about {value:,.0f}"
