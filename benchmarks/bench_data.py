@@ -2,7 +2,7 @@
 warm load (from that cache), each in a fresh process, median of 3. The cache is memory-mapped, so the warm
 load is also timed with a first read of every tensor, which is what a run then pays.
 
-Run: python -m benchmarks.bench_data [--repeats 3] [--quick]    (data: MFH_DATA_DIR, else /work/shared/data)
+Run: python -m benchmarks.bench_data [--repeats 3] [--quick]    (data: MFH_DATA_DIR, else shared/data beside the repository)
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchmarks.common import record
 
-DEFAULT_DATA_DIR = "/work/shared/data"
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the repository, as in CI
 WARM_TARGET_SECONDS = 1.0
 
 
@@ -79,7 +79,7 @@ def main() -> None:
 
     warm_total = median(warm, "load_s") + median(warm, "read_s")
     megabytes = sum(log.stat().st_size for log in logs) / 1e6
-    lines = [f"KuaiRand slice in {arguments.data_dir}: {cold[0]['rows']:,} rows, {megabytes:.0f} MB of logs; "
+    lines = [f"KuaiRand slice ({arguments.data_dir.name}): {cold[0]['rows']:,} rows, {megabytes:.0f} MB of logs; "
              f"median of {repeats}, each load in a fresh process.", "",
              "| load | load s | first read of every tensor s | whole process s (with start-up) |",
              "|---|---:|---:|---:|"]

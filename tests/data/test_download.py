@@ -14,7 +14,7 @@ import pytest
 from mfh_cli.data.download import download, fetch
 from mfh_cli.errors import DataError
 
-# A few rows in the official column layout (see /work/shared/data/kuairand-pure/SOURCE.md).
+# A few rows in the official column layout (see shared/data/kuairand-pure/SOURCE.md beside the repository).
 CSV_FILES = {
     "log_standard_4_08_to_4_21_pure.csv": (
         "user_id,video_id,date,hourmin,time_ms,is_click,is_like,is_follow,is_comment,is_forward,is_hate,"

@@ -11,7 +11,7 @@ import pytest
 from mfh_cli.report.build import run_report
 from mfh_cli.report.paper import PAPER_TABLES, paper_tables
 
-SOURCE = Path("/work/shared/paper/appendix_tables.csv")
+SOURCE = Path(__file__).resolve().parents[3] / "shared" / "paper" / "appendix_tables.csv"  # beside the repository
 PRINTED_DIGITS_HALF_UNIT = 0.00005  # the paper printed values to 4 decimals (".5138")
 PRINTED_CHANGE_HALF_UNIT = 0.005  # and changes to 2 decimals ("+0.35%")
 
