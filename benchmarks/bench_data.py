@@ -2,7 +2,8 @@
 warm load (from that cache), each in a fresh process, median of 3. The cache is memory-mapped, so the warm
 load is also timed with a first read of every tensor, which is what a run then pays.
 
-Run: python -m benchmarks.bench_data [--repeats 3] [--quick]    (data: MFH_DATA_DIR, else shared/data beside the repository)
+Run: python -m benchmarks.bench_data [--repeats 3] [--quick]
+(data: MFH_DATA_DIR, else shared/data beside the repository)
 """
 
 from __future__ import annotations

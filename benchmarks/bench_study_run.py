@@ -99,7 +99,8 @@ def speedup_lines(base: list[str], baseline: Path, repeats: int) -> list[str]:
     if len(run_ids) > 1:  # each tree composes its own conf/: different defaults make different runs
         raise SystemExit(f"the two trees compose different configs (run ids {', '.join(sorted(run_ids))}): "
                          "give the baseline this tree's conf/")
-    return [f"### Speedup: `mfh train {' '.join(base)} --quiet`, this tree against the baseline tree {baseline.name}", "", *HEADER,
+    return [f"### Speedup: `mfh train {' '.join(base)} --quiet`, this tree against the baseline tree "
+            f"{baseline.name}", "", *HEADER,
             f"| baseline | {summary(runs['baseline'])} |", f"| this tree | {summary(runs['this tree'])} |", "",
             f"- process wall time: {before:.1f} s → {after:.1f} s ({before / after:.2f}× faster), median of "
             f"{repeats}, alternating",

@@ -30,7 +30,8 @@ from mfh_cli.errors import ConfigError, DataError
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
 ENCODING_VERSION = 2
-DATA_KEYS = ("name", "dir", "mapping", "sparse_positives", "hidden_inputs")  # data-config keys that are not part of the mapping
+# data-config keys that are not part of the mapping
+DATA_KEYS = ("name", "dir", "mapping", "sparse_positives", "hidden_inputs")
 
 
 def load_table(data_cfg: DictConfig, directory: Path, cache_dir: Path | None, quiet: bool) -> Dataset:

@@ -117,8 +117,9 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
              f"{study.reference}) / {study.reference} × 100 (SPEC §4), lower MSE and higher AUC are better; "
              f"* = paired t-test over seeds, Holm-corrected over the table's cells, p < {ALPHA:g}",
              f"verdicts (SPEC §4, docs/statistics.md): interval = paired 95% t interval of the change in this "
-             f"cell alone; p (Holm) = paired t-test of no change, Holm-corrected over the table; confirmed / opposite = no change rejected, on / against the "
-             f"paper's side; smaller = the paper's change rejected but not no change; inconclusive = neither; "
+             f"cell alone; p (Holm) = paired t-test of no change, Holm-corrected over the table; confirmed / "
+             f"opposite = no change rejected, on / against the paper's side; smaller = the paper's change "
+             f"rejected but not no change; inconclusive = neither; "
              f"better / worse / no difference shown where the paper has no value; detectable = the change these "
              f"seeds detect with 80% power at α/cells; seeds needed = for the paper's change (else "
              f"{DEFAULT_EFFECT_PCT:g}%)"]

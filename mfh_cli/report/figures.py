@@ -88,7 +88,7 @@ def write_overfitting_figure(series: pd.DataFrame, path: Path, title: str) -> Pa
     handles = [*ratio_axis.get_legend_handles_labels()[0], *improvement_axis.get_legend_handles_labels()[0]]
     improvement_axis.legend(handles=handles, loc="upper left", fontsize="small")
     ratio_axis.set_title(title)
-    return write_atomically(Path(path), lambda temporary: figure.savefig(temporary, format="png", dpi=120))
+    return write_figure(figure, path)
 
 
 # --- The mechanism sweep (issue "verdicts", conf/study/mechanism.yaml): when does sharing along two facets help? ---
@@ -155,4 +155,4 @@ def mechanism_figure(series: pd.DataFrame, title: str, x_label: str, variant: st
 def write_figure(figure: Figure, path: Path) -> Path:
     """Save a figure atomically, in the format its suffix names (png, pdf, svg)."""
     return write_atomically(Path(path), lambda temporary: figure.savefig(temporary, format=Path(path).suffix[1:],
-                                                                          dpi=110))
+                                                                          dpi=120))

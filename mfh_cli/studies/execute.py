@@ -83,9 +83,6 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
     failures: list[tuple[PlannedRun, str]] = []
     if not pending:
         return failures
-    # One thread per run whatever --jobs is: thread count changes float reduction order, and the numbers must
-    # not depend on how a sweep was executed (a user's trainer.threads override still wins).
-    threads = 1
     with _progress(quiet) as progress:
         task = progress.add_task("runs", total=len(pending)) if progress else None
 
@@ -97,12 +94,12 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
 
         if jobs <= 1:
             for run in pending:
-                done(run, train_one(run.overrides, threads, data_dir, results_dir, force))
+                done(run, train_one(run.overrides, data_dir, results_dir, force))
         else:
             with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"),
                                      initializer=init_worker, initargs=(os.getpid(),)) as pool:
                 try:
-                    futures = {pool.submit(train_one, run.overrides, threads, data_dir, results_dir, force): run
+                    futures = {pool.submit(train_one, run.overrides, data_dir, results_dir, force): run
                                for run in pending}
                     for future in as_completed(futures):
                         done(futures[future], future.result())
@@ -147,10 +144,10 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def train_one(overrides: Sequence[str], threads: int, data_dir: Path | None, results_dir: Path,
-              force: bool) -> str | None:
-    """Train one planned run (also the worker-process entry); returns the error message of a failed run."""
-    cfg = compose([f"trainer.threads={threads}", *overrides])
+def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path, force: bool) -> str | None:
+    """Train one planned run (also the worker-process entry); returns the error message of a failed run. The
+    planned overrides carry the sweep's one thread per run (studies/plan.py)."""
+    cfg = compose(overrides)
     try:
         train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=True)
     except RunError as error:

@@ -143,7 +143,8 @@ def test_detectable_and_needed_columns_are_relative_changes(judged):
 
 def test_closing_line_counts_the_verdicts(judged):
     line = verdict_line(judged.reset_index(), "Table X (synthetic)")
-    assert line.startswith("Table X (synthetic), 5 seeds: 1 confirmed · 1 opposite · 1 smaller · 1 inconclusive — ")
+    counts = "1 confirmed · 1 opposite · 1 smaller · 1 inconclusive"
+    assert line.startswith(f"Table X (synthetic), 5 seeds: {counts} — ")
     assert "vs the paper's median 0.50%" in line
     assert "seeds would give 80% power for the paper's change in half of the 1 inconclusive cells" in line
     assert line.endswith("(Holm over 4 cells, α = 0.05)")
