@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mfh_cli.errors import Interrupted, MfhError
+from mfh_cli.errors import ConfigError, Interrupted, MfhError
 
 OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
 
@@ -166,7 +166,22 @@ def ablate_command(ctx: typer.Context,
                    study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all "
                                                       "(the main job's studies).")],
                    seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None, results_dir: ResultsDir = None,
-                   quiet: Quiet = False) -> None:
+                   quiet: Quiet = False,
+                   until_decided: Annotated[bool, typer.Option(
+                       "--until-decided", help="Add seeds in rounds until every selected cell is decided, with "
+                                               "anytime-valid intervals (one study).")] = False,
+                   budget: Annotated[str, typer.Option("--budget", help="With --until-decided: time for all rounds "
+                                                       "of this study, resumed invocations included (90s, 10m, "
+                                                       "8h, 1h30m).")] = "1h",
+                   max_seeds: Annotated[int, typer.Option("--max-seeds", min=1, help="With --until-decided: the "
+                                                          "most seeds per variant.")] = 50,
+                   cells: Annotated[Optional[str], typer.Option("--cells", help="With --until-decided: the cells "
+                                                                "to decide, variant/group/task patterns "
+                                                                "(comma-separated, e.g. 'hmtl/*/*,flat/new/*'; "
+                                                                "default all).")] = None,
+                   dry_run: Annotated[bool, typer.Option("--dry-run", help="With --until-decided: estimate what "
+                                                         "each budget would decide from the seeds run so far; "
+                                                         "train nothing.")] = False) -> None:
     """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table.
 
     Ctrl-C or SIGTERM stops it within one run's time, keeping finished runs (exit 130 or 143): rerun to resume."""
@@ -175,6 +190,20 @@ def ablate_command(ctx: typer.Context,
     from mfh_cli.studies.execute import ablate
 
     data_dir, results_dir = _paths(data_dir, results_dir)
+    if until_decided or dry_run:
+        from rich.console import Console
+
+        from mfh_cli.seeds_on_demand import plan_budget, until_decided as run_until_decided
+
+        if not until_decided:
+            raise ConfigError("--dry-run plans an --until-decided sweep: give both")
+        console = Console(width=max(Console().width, 140))
+        if dry_run:
+            plan_budget(study, budget, max_seeds, cells, jobs, ctx.args, results_dir, console)
+        else:
+            run_until_decided(study, budget, max_seeds, cells, jobs, ctx.args, data_dir, results_dir, quiet,
+                              console)
+        return
     outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=ctx.args, data_dir=data_dir,
                       results_dir=results_dir, quiet=quiet)
     for outcome in outcomes:

@@ -42,7 +42,8 @@ that shares along both facets (MFH: behaviour tree + group tree) matches this st
 removes the group facet, `task_strength` sets how much per-task capacity can gain.
 
 Rows come in time order with no drift; the last `test_fraction` of rows is test, the `validation_fraction`
-before it validation. Chunking: the chunk size is a fixed constant (BLOCK_ROWS); block k's rows come from a
+before it validation; `extra_test_fraction` × rows more rows drawn after the log join the test split (the same
+world, so only the metrics' sampling noise shrinks: what models train on is unchanged). Chunking: the chunk size is a fixed constant (BLOCK_ROWS); block k's rows come from a
 generator seeded by (seed, k), the last block is drawn whole and truncated, so row n is the same for any
 `rows` > n (only its split depends on `rows`).
 
@@ -107,6 +108,12 @@ class Settings:
     missing_fraction: float
     validation_fraction: float
     test_fraction: float
+    extra_test_fraction: float
+
+    @property
+    def total_rows(self) -> int:
+        """The log's rows and the extra test rows drawn after it."""
+        return self.rows + round(self.rows * self.extra_test_fraction)
 
 
 @dataclass
@@ -135,10 +142,11 @@ class World:
 
 
 def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
-    """Simulate `data_cfg.rows` rows of the feed described in the module docstring (deterministic in its seed)."""
+    """Simulate `data_cfg.rows` rows of the feed described in the module docstring (deterministic in its seed),
+    and the extra test rows after them."""
     settings = read_settings(data_cfg)
     world = build_world(settings)
-    rows = settings.rows
+    rows = settings.total_rows
     behaviours = len(BEHAVIOUR_NAMES)
     vocabulary = [settings.users + 1, settings.items + 1, len(GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
                   ITEM_TAGS + 1, world.authors + 1]
@@ -155,8 +163,8 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
         user=torch.empty(rows, dtype=torch.int64),
         oracle=torch.empty(rows, behaviours, dtype=torch.float32),
     )
-    test_start = rows - round(rows * settings.test_fraction)
-    validation_start = test_start - round(rows * settings.validation_fraction)
+    test_start = settings.rows - round(settings.rows * settings.test_fraction)
+    validation_start = test_start - round(settings.rows * settings.validation_fraction)
     blocks = math.ceil(rows / BLOCK_ROWS)
     with _progress(blocks, show=not quiet and rows >= PROGRESS_MIN_ROWS) as advance:
         for block in range(blocks):
@@ -214,6 +222,7 @@ def read_settings(data_cfg: DictConfig) -> Settings:
         positive_rates=per_name("positive_rates", BEHAVIOUR_NAMES, 1e-6, 1 - 1e-6),
         missing_fraction=number("missing_fraction", 0, 1),
         validation_fraction=number("validation_fraction", 0, 1), test_fraction=number("test_fraction", 0, 1),
+        extra_test_fraction=number("extra_test_fraction", 0),
     )
     if settings.validation_fraction + settings.test_fraction >= 1:
         raise ConfigError(f"{CONFIG_FILE}: data.validation_fraction + data.test_fraction must be below 1")

@@ -9,17 +9,17 @@ import pandas as pd
 from scipy import stats
 
 from mfh_cli.report.collect import ORACLE, StudyResults
-from mfh_cli.report.verdicts import ALPHA, LOWER_IS_BETTER, decide, half_width, paired_statistics
+from mfh_cli.report.verdicts import ALPHA, FIXED, LOWER_IS_BETTER, SEQUENTIAL, decide, paired_statistics
 
 CONFIDENCE = 1 - ALPHA
 SIGNIFICANCE = ALPHA
 CELL = ["group", "task", "metric"]
-PAIRED_COLUMNS = ["n_pairs", "difference_mean", "difference_sd", "p_value", "paired_reference_mean"]
+PAIRED_COLUMNS = ["n_pairs", "difference_mean", "difference_sd", "paired_reference_mean"]
 TIDY_COLUMNS = ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high", "n_seeds", "relative_change",
                 "p_value", "significant", "better", "paper_value", "paper_change", "reason",
                 "change_ci_low", "change_ci_high", "p_adjusted", "detectable_change", "seeds_needed", "verdict",
                 "n_pairs", "difference_mean", "difference_sd", "paired_reference_mean", "paper_change_as_ours",
-                "p_paper", "p_paper_adjusted"]
+                "p_paper", "p_paper_adjusted", "inference"]
 
 
 def relative_change(value: np.ndarray | float, reference: np.ndarray | float) -> np.ndarray:
@@ -60,11 +60,7 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     cells["better"] = better_direction(cells["relative_change"], cells["metric"])
 
     cells = cells.join(_paired_cells(runs, cells, study.reference))
-    half = pd.Series([half_width(sd, n) for sd, n in zip(cells["difference_sd"], cells["n_pairs"])],
-                     index=cells.index)
-    scale = 100 / cells["paired_reference_mean"]
-    cells["change_ci_low"] = (cells["difference_mean"] - half) * scale
-    cells["change_ci_high"] = (cells["difference_mean"] + half) * scale
+    cells["inference"] = SEQUENTIAL if study.sequential else FIXED
     cells["paper_value"] = np.nan
     cells["paper_change"] = np.nan
     cells["paper_change_as_ours"] = np.nan

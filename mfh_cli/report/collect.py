@@ -51,6 +51,11 @@ class StudyResults:
         return self.info.get("paper_table")
 
     @property
+    def sequential(self) -> dict | None:
+        """How `mfh ablate --until-decided` chose this study's seeds (None: a fixed number of seeds)."""
+        return self.info.get("sequential")
+
+    @property
     def focus(self) -> dict | None:
         return self.info.get("focus")
 

@@ -23,6 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, stats
 
+from mfh_cli.report.sequential import anytime_p
+from mfh_cli.report.sequential import detectable_effect as sequential_detectable
+from mfh_cli.report.sequential import half_width as sequential_half_width
+from mfh_cli.report.sequential import seeds_to_detect as sequential_seeds
+
 ALPHA = 0.05
 POWER = 0.8
 DEFAULT_EFFECT_PCT = 0.5  # the change a cell without a paper value is powered for (the paper's typical size)
@@ -31,10 +36,12 @@ NO_SPREAD = 1e-9  # differences whose sd is below this share of their mean are f
 VERDICTS_WITH_PAPER = ("confirmed", "opposite", "smaller", "inconclusive", "untested")
 VERDICTS_WITHOUT_PAPER = ("better", "worse", "no difference shown", "untested")
 LOWER_IS_BETTER = {"mse": True, "auc": False}
+FIXED, SEQUENTIAL = "fixed seeds", "sequential"  # how a table's seeds were chosen (its `inference` column)
+DECIDED = ("confirmed", "opposite", "smaller", "better", "worse")
 
 
 def paired_statistics(differences: np.ndarray) -> dict:
-    """n, mean, sd and the two-sided p of the mean = 0 for one cell's per-seed differences (NaNs dropped)."""
+    """n, mean and sd of one cell's per-seed differences (NaNs dropped)."""
     values = np.asarray(differences, dtype=float)
     values = values[~np.isnan(values)]
     n = len(values)
@@ -42,8 +49,7 @@ def paired_statistics(differences: np.ndarray) -> dict:
     sd = float(values.std(ddof=1)) if n >= 2 else math.nan
     if sd <= NO_SPREAD * abs(mean):
         sd = 0.0
-    return {"n_pairs": n, "difference_mean": mean, "difference_sd": sd,
-            "p_value": t_test_p(mean, sd, n, null=0.0)}
+    return {"n_pairs": n, "difference_mean": mean, "difference_sd": sd}
 
 
 def t_test_p(mean: float, sd: float, n: int, null: float) -> float:
@@ -105,28 +111,44 @@ def seeds_needed(effect: float, alpha: float, target: float = POWER) -> float:
 
 
 def decide(tidy: pd.DataFrame) -> pd.DataFrame:
-    """Fill p_adjusted, significant, detectable_change, seeds_needed and verdict for every tested cell of one
-    table (rows with a difference_mean); `paper_change_as_ours` (NaN where the paper has no value) sets P."""
+    """Fill the change interval, p_value, p_paper, their Holm adjustments, significant, detectable_change,
+    seeds_needed and verdict of every tested cell of one table (rows with a difference_mean) from n_pairs,
+    difference_mean, difference_sd and paired_reference_mean; `paper_change_as_ours` (NaN where the paper has no
+    value) sets P. Rows whose `inference` is SEQUENTIAL use the confidence sequence (report/sequential.py)."""
     tidy = tidy.copy()
     tested = tidy["difference_mean"].notna()
+    sequential_rows = tidy["inference"] == SEQUENTIAL
     scale = 100 / tidy["paired_reference_mean"]  # absolute difference → relative change in %
-    paper = tidy["paper_change_as_ours"]
-    paper_null = paper / scale
-    tidy["p_paper"] = [t_test_p(mean, sd, int(n), null) if has else math.nan for mean, sd, n, null, has in
-                       zip(tidy["difference_mean"], tidy["difference_sd"], tidy["n_pairs"], paper_null, tested)]
-    tidy["p_adjusted"] = holm(tidy["p_value"].where(tested))
+    paper_null = tidy["paper_change_as_ours"] / scale
+    rows = list(zip(tidy["n_pairs"], tidy["difference_mean"], tidy["difference_sd"], sequential_rows, tested))
+
+    def per_cell(function, *columns) -> pd.Series:
+        return pd.Series([function(int(n), mean, sd, sequential, *extra) if has else math.nan
+                          for (n, mean, sd, sequential, has), *extra in zip(rows, *columns)], index=tidy.index)
+
+    half = per_cell(lambda n, mean, sd, sequential: (sequential_half_width(n, sd, ALPHA) if sequential else
+                                                       half_width(sd, n)))
+    tidy["change_ci_low"] = (tidy["difference_mean"] - half) * scale
+    tidy["change_ci_high"] = (tidy["difference_mean"] + half) * scale
+    tidy["p_value"] = per_cell(_p_value, [0.0] * len(tidy))
+    tidy["p_paper"] = per_cell(_p_value, paper_null)
+    tidy["p_adjusted"] = holm(tidy["p_value"])
     tidy["p_paper_adjusted"] = holm(tidy["p_paper"])
     tidy["significant"] = tidy["p_adjusted"] < ALPHA
-    cells = int(tidy["p_value"].where(tested).notna().sum())
-    level = ALPHA / max(cells, 1)
-    effect = pd.Series([detectable_effect(int(n), level) if has else math.nan
-                        for n, has in zip(tidy["n_pairs"], tested)], index=tidy.index)
-    tidy["detectable_change"] = (effect * tidy["difference_sd"] * scale).where(tested)
-    target = paper.abs().fillna(DEFAULT_EFFECT_PCT) / scale / tidy["difference_sd"]
-    tidy["seeds_needed"] = [seeds_needed(value, level) if has and sd > 0 else math.nan
-                            for value, sd, has in zip(target, tidy["difference_sd"], tested)]
+    level = ALPHA / max(int(tidy["p_value"].notna().sum()), 1)
+    effect = per_cell(lambda n, mean, sd, sequential: (sequential_detectable(n, level) if sequential else
+                                                         detectable_effect(n, level)))
+    tidy["detectable_change"] = effect * tidy["difference_sd"] * scale
+    target = tidy["paper_change_as_ours"].abs().fillna(DEFAULT_EFFECT_PCT) / scale
+    tidy["seeds_needed"] = per_cell(lambda n, mean, sd, sequential, size: (
+        math.nan if not sd > 0 else (sequential_seeds(size / sd, level) if sequential else
+                                     seeds_needed(size / sd, level))), target)
     tidy["verdict"] = [_verdict(row) if has else "" for row, has in zip(tidy.itertuples(index=False), tested)]
     return tidy
+
+
+def _p_value(n: int, mean: float, sd: float, sequential: bool, null: float) -> float:
+    return anytime_p(n, mean, sd, null) if sequential else t_test_p(mean, sd, n, null)
 
 
 def _verdict(row) -> str:

@@ -38,8 +38,9 @@ class StudyOutcome:
 
 def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overrides: Sequence[str] = (),
            data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
-           force: bool = False) -> list[StudyOutcome]:
+           force: bool = False, sequential: dict | None = None) -> list[StudyOutcome]:
     """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv.
+    `sequential` (from `mfh ablate --until-decided`) says how the seeds were chosen; study.json records it.
 
     SIGINT / SIGTERM (`Interrupted`) stops the sweep within one run's time, keeps the finished runs and re-raises
     saying how many of the sweep's runs are done."""
@@ -72,7 +73,7 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
     for study in studies:
         runs = planned[study.name]
         directory = results_dir / "studies" / study.name / runs[0].dataset
-        write_study_files(study, runs, directory, results_dir, sorted({run.seed for run in runs}))
+        write_study_files(study, runs, directory, results_dir, sorted({run.seed for run in runs}), sequential)
         outcomes.append(StudyOutcome(study, runs[0].dataset, directory, runs))
     return outcomes
 
@@ -156,8 +157,9 @@ def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path
 
 
 def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, results_dir: Path,
-                      seeds: list[int]) -> None:
-    """runs.csv (one row per variant, seed, split, group, task; the oracle as its own variant) + study.json."""
+                      seeds: list[int], sequential: dict | None = None) -> None:
+    """runs.csv (one row per variant, seed, split, group, task; the oracle as its own variant) + study.json (with
+    `sequential` when the seeds were added until decided: a fixed-seed sweep drops it)."""
     rows = []
     for run in runs:
         metrics = json.loads((results_dir / "runs" / run.run_id / "metrics.json").read_text())
@@ -166,7 +168,11 @@ def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, res
             rows.extend(metric_rows(run, "oracle", metrics["oracle"]))
     directory.mkdir(parents=True, exist_ok=True)
     write_atomically(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
-    write_atomically(directory / "study.json", json.dumps(study.describe(runs[0].dataset, seeds), indent=1))
+    write_study_json(directory, {**study.describe(runs[0].dataset, seeds), "sequential": sequential})
+
+
+def write_study_json(directory: Path, info: dict) -> None:
+    write_atomically(directory / "study.json", json.dumps(info, indent=1))
 
 
 def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:

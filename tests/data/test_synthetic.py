@@ -58,7 +58,7 @@ def test_a_row_does_not_depend_on_the_length_or_the_block_it_falls_in():
     short, long = simulate_with(f"data.rows={short_rows}"), simulate_with(f"data.rows={2 * BLOCK_ROWS + 7}")
     for name in Dataset.TENSORS:
         if name != "split":
-            assert torch.equal(getattr(short, name), getattr(long, name)[:short_rows]), name
+            assert torch.equal(getattr(short, name)[:short_rows], getattr(long, name)[:short_rows]), name
 
 
 def test_shapes_schema_and_value_ranges(dataset):
@@ -93,13 +93,26 @@ def test_group_shares_and_users_per_group_follow_the_config(dataset, default_con
 
 
 def test_split_is_by_time_with_the_configured_fractions(dataset, default_config):
-    rows = len(dataset)
+    rows = default_config.rows
     test_rows = round(rows * default_config.test_fraction)
     validation_rows = round(rows * default_config.validation_fraction)
-    expected = torch.zeros(rows, dtype=torch.int64)
+    extra_rows = round(rows * default_config.extra_test_fraction)
+    assert len(dataset) == rows + extra_rows
+    expected = torch.zeros(rows + extra_rows, dtype=torch.int64)
     expected[rows - test_rows - validation_rows:] = 1
     expected[rows - test_rows:] = 2
     assert torch.equal(dataset.split, expected)
+
+
+def test_extra_test_rows_extend_the_log_without_changing_it():
+    """The extra rows come after the log: its rows, and so what a model trains and early-stops on, are the same
+    with and without them."""
+    plain = simulate_with("data.rows=5000", "data.extra_test_fraction=0")
+    extended = simulate_with("data.rows=5000", "data.extra_test_fraction=1.5")
+    assert len(plain) == 5000 and len(extended) == 12500
+    for name in ("categorical", "dense", "labels", "label_mask", "group", "split", "oracle"):
+        assert torch.equal(getattr(extended, name)[:5000], getattr(plain, name)), name
+    assert (extended.split[5000:] == 2).all()
 
 
 def test_missing_labels_hit_only_watch_behaviours_at_the_configured_fraction(dataset, default_config):

@@ -25,7 +25,7 @@ def write_study(results_dir: Path):
 
     def write(study: str, cells: pd.DataFrame, reference: str, variants: list[str], dataset: str = "synthetic",
               paper_table: int | None = None, focus: dict | None = None, title: str | None = None,
-              note: str = "") -> Path:
+              note: str = "", sequential: dict | None = None) -> Path:
         directory = results_dir / "studies" / study / dataset
         directory.mkdir(parents=True, exist_ok=True)
         runs = cells.copy()
@@ -36,6 +36,8 @@ def write_study(results_dir: Path):
         info = {"study": study, "title": title or f"{study} study", "paper_table": paper_table,
                 "tasks": "play", "reference": reference, "variants": variants,
                 "seeds": sorted(set(runs["seed"].tolist())), "dataset": dataset, "focus": focus, "note": note}
+        if sequential:
+            info["sequential"] = sequential
         (directory / "study.json").write_text(json.dumps(info))
         return directory
 

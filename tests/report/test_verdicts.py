@@ -15,7 +15,9 @@ from statsmodels.stats.power import TTestPower
 from mfh_cli.report.aggregate import summarise
 from mfh_cli.report.collect import read_study
 from mfh_cli.report.paper import attach_paper, paper_tables
-from mfh_cli.report.verdicts import ALPHA, decide, detectable_effect, holm, seeds_needed, verdict_line
+from mfh_cli.report.sequential import anytime_p
+from mfh_cli.report.sequential import half_width as sequence_half_width
+from mfh_cli.report.verdicts import ALPHA, SEQUENTIAL, decide, detectable_effect, holm, seeds_needed, verdict_line
 
 REFERENCE = [0.700, 0.705, 0.698, 0.702, 0.701]
 # Per-seed differences (variant − reference) of one AUC cell each, and the paper change they are judged against.
@@ -56,6 +58,27 @@ def test_each_verdict_from_hand_made_seeds(judged, case):
     assert row["change_ci_high"] == pytest.approx((differences.mean() + half) / reference * 100)
     assert row["p_value"] == pytest.approx(stats.ttest_1samp(differences, 0).pvalue)
     assert row["verdict"] == case
+
+
+def test_sequential_seeds_are_judged_by_the_confidence_sequence(write_study):
+    """A table whose seeds were added until decided: the anytime interval and p replace the t interval and
+    t-test, the same verdict rules apply, and a cell the t-test would call is left open by the wider interval."""
+    rng = np.random.default_rng(4)
+    reference = 0.70 + rng.normal(0, 0.002, size=8)
+    differences = rng.normal(0.0025, 0.002, size=8)
+    cells = pd.concat([_cells("mfh", "finish", list(reference)),
+                       _cells("flat", "finish", list(reference + differences))])
+    fixed = summarise(read_study(write_study("fixed", cells, reference="mfh", variants=["mfh", "flat"])))
+    sequential = summarise(read_study(write_study("sequential", cells, reference="mfh", variants=["mfh", "flat"],
+                                                  sequential={"boundary": "test"})))
+    fixed_row, row = fixed.iloc[-1], sequential.iloc[-1]
+    assert row["inference"] == SEQUENTIAL and fixed_row["inference"] != SEQUENTIAL
+    mean, sd = differences.mean(), differences.std(ddof=1)
+    half = sequence_half_width(8, sd, ALPHA)
+    assert row["change_ci_high"] - row["change_ci_low"] == pytest.approx(2 * half / reference.mean() * 100)
+    assert row["p_value"] == pytest.approx(anytime_p(8, mean, sd, 0.0))
+    assert fixed_row["verdict"] == "better" and row["verdict"] == "no difference shown"
+    assert row["change_ci_low"] < 0 < fixed_row["change_ci_low"]
 
 
 def test_holm_matches_statsmodels_and_decides_the_verdicts(judged):

@@ -20,7 +20,7 @@ TINY = ["data.rows=4000", "trainer=smoke", "trainer.progress=false"]
 def test_seed_offset_trains_another_seed_recorded_as_its_pair():
     study = load_study("controls")
     runs = {(run.variant, run.seed): run for run in plan(study, [0, 1], TINY)}
-    reseeded, reference = runs[("mfh_without_context_reseeded", 1)], runs[("mfh_without_context", 1)]
+    reseeded, reference = runs[("without_context_reseeded", 1)], runs[("without_context", 1)]
     assert compose(reseeded.overrides).seed == 1001 and compose(reference.overrides).seed == 1
     assert reseeded.run_id != reference.run_id
     # Apart from the seed the two variants are the same configuration.
@@ -31,9 +31,9 @@ def test_seed_offset_trains_another_seed_recorded_as_its_pair():
 def test_controls_study_runs_and_records_pairs_by_seed(tmp_path: Path):
     outcome, = ablate(["controls"], seeds=2, overrides=TINY, results_dir=tmp_path, quiet=True)
     runs = pd.read_csv(outcome.directory / "runs.csv")
-    reseeded = runs[runs["variant"] == "mfh_without_context_reseeded"]
+    reseeded = runs[runs["variant"] == "without_context_reseeded"]
     assert set(reseeded["seed"]) == {0, 1}
-    assert set(reseeded["run_id"]).isdisjoint(runs.loc[runs["variant"] == "mfh_without_context", "run_id"])
+    assert set(reseeded["run_id"]).isdisjoint(runs.loc[runs["variant"] == "without_context", "run_id"])
 
 
 def test_expected_and_offsets_must_name_variants(tmp_path: Path, monkeypatch):

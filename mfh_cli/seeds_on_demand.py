@@ -1,0 +1,207 @@
+"""`mfh ablate --until-decided`: add seeds in rounds (one new seed of every variant, so pairs stay complete) until
+every selected cell is decided, the budget or --max-seeds runs out, or an interrupt (rerun to resume). The cells
+are judged after each round with anytime-valid intervals (report/sequential.py), so reading them every round and
+stopping on them keeps the error rates; seeds are never dropped or re-chosen: the rule sees only the verdicts.
+`--dry-run` estimates instead, from the seeds run so far, what each budget would likely decide."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from mfh_cli.errors import ConfigError, DataError, MfhError
+from mfh_cli.report import run_report
+from mfh_cli.report.aggregate import summarise
+from mfh_cli.report.collect import ORACLE, find_studies
+from mfh_cli.report.paper import attach_paper
+from mfh_cli.report.sequential import BOUNDARY, chance_decided
+from mfh_cli.report.verdicts import ALPHA, DECIDED
+from mfh_cli.studies.execute import ablate, write_study_json
+from mfh_cli.studies.plan import plan
+from mfh_cli.studies.spec import load_study
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+PLAN_BUDGETS = ("10m", "30m", "1h", "2h", "4h", "8h", "24h")
+
+
+@dataclass
+class SequentialOutcome:
+    """Where a sequential sweep stopped and why."""
+
+    seeds: int
+    decided: int
+    cells: int
+    spent_seconds: float
+    stopped: str  # decided | budget | max seeds
+
+
+def parse_duration(text: str) -> float:
+    """'90s', '10m', '8h', '1h30m', '2d' → seconds."""
+    parts = re.fullmatch(r"(?:\d+(?:\.\d+)?[smhd])+", text.strip().lower())
+    if not parts:
+        raise ConfigError(f"--budget '{text}': write a duration such as 90s, 10m, 8h or 1h30m")
+    return sum(float(number) * UNITS[unit] for number, unit in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text.lower()))
+
+
+def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | None, jobs: int,
+                  overrides: Sequence[str], data_dir: Path | None, results_dir: Path, quiet: bool,
+                  console: Console) -> SequentialOutcome:
+    """Run rounds of seeds until the selected cells are decided, `budget` (over every invocation) or `max_seeds`
+    runs out; print one line per round and the study's report at the end."""
+    budget_seconds = parse_duration(budget)
+    study, dataset = _one_study(study_name, overrides)
+    directory = results_dir / "studies" / study.name / dataset
+    previous = _previous_state(directory)
+    spent = float(previous.get("spent_seconds", 0.0))
+    round_seconds = list(previous.get("round_seconds", []))
+    state = {"boundary": BOUNDARY, "alpha": ALPHA, "budget_seconds": budget_seconds, "max_seeds": max_seeds,
+             "cells": cells or "all", "spent_seconds": spent, "round_seconds": round_seconds, "stopped": None}
+    finished_rounds = int(previous.get("seeds", 0))  # replayed from finished runs at no cost
+    seeds, decided, selected = 0, 0, 0
+    while True:
+        if seeds >= max_seeds:
+            stopped = "max seeds"
+            break
+        expected = statistics.median(round_seconds) if round_seconds else 0.0
+        if seeds >= max(finished_rounds, 1) and spent + expected > budget_seconds:
+            stopped = "budget"
+            break
+        started = time.perf_counter()
+        ablate([study.name], seeds=seeds + 1, jobs=jobs, overrides=overrides, data_dir=data_dir,
+               results_dir=results_dir, quiet=quiet, sequential={**state, "seeds": seeds + 1})
+        elapsed = time.perf_counter() - started
+        seeds += 1
+        spent += elapsed
+        if seeds > finished_rounds:  # a round that trained (a replayed one only re-read finished runs)
+            round_seconds.append(round(elapsed, 1))
+        state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds)
+        verdicts = _selected(judge(results_dir, study.name, dataset), cells)
+        selected, decided = len(verdicts), int(verdicts["verdict"].isin(DECIDED).sum())
+        _save_state(directory, state)
+        console.print(f"round {seeds}: {decided} of {selected} cells decided "
+                      f"({_counts(verdicts)}); {elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min "
+                      "spent", markup=False, highlight=False)
+        if selected and decided == selected:
+            stopped = "decided"
+            break
+    state["stopped"] = stopped
+    if seeds:
+        _save_state(directory, {**state, "seeds": seeds})
+        run_report(results_dir, study=study.name, dataset=dataset, fmt="table", paper=True, console=console)
+    console.print(f"sequential: stopped ({stopped}) after {seeds} seeds per variant: {decided} of {selected} "
+                  f"selected cells decided; {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent "
+                  f"({BOUNDARY}, α = {ALPHA:g}, Holm over the table)", markup=False, highlight=False)
+    return SequentialOutcome(seeds, decided, selected, spent, stopped)
+
+
+def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str | None, jobs: int,
+                overrides: Sequence[str], results_dir: Path, console: Console) -> pd.DataFrame:
+    """The dry run: from the spread of the seeds run so far and the measured time per round, how many selected
+    cells each budget would likely decide (a normal approximation with the observed mean and spread as truth)."""
+    study, dataset = _one_study(study_name, overrides)
+    try:
+        found = find_studies(results_dir, study.name, dataset)[0]
+    except DataError:
+        found = None
+    seeds = 0 if found is None else int(found.runs["seed"].nunique())
+    if seeds < 2:
+        raise MfhError(f"a plan needs the spread of at least 2 seeds of '{study.name}' on {dataset} ({seeds} found): "
+                       f"run `mfh ablate --study {study.name} --seeds 2` (or --until-decided --max-seeds 2) first")
+    tidy = _selected(judge(results_dir, study.name, dataset), cells)
+    round_seconds = _round_seconds(results_dir, found.runs, jobs, _previous_state(found.directory))
+    level = ALPHA / max(len(tidy), 1)  # Holm's strictest step, as for the power figures
+    budgets = list(PLAN_BUDGETS) + ([budget] if budget and budget not in PLAN_BUDGETS else [])
+    rows = []
+    for text in sorted(budgets, key=parse_duration):
+        reach = min(max_seeds, seeds + int(parse_duration(text) // round_seconds))
+        expected = sum(1.0 if row.verdict in DECIDED else chance_decided(
+            row.difference_mean, row.difference_sd, reach, level,
+            row.paper_change_as_ours * row.paired_reference_mean / 100) for row in tidy.itertuples())
+        rows.append({"budget": text, "seeds": reach, "expected_decided": expected})
+    frame = pd.DataFrame(rows)
+    table = Table(title=f"{study.name} ({dataset}): what each budget would likely decide, {len(tidy)} cells",
+                  caption=f"{seeds} seeds so far, {int((tidy['verdict'].isin(DECIDED)).sum())} cells decided; a "
+                          f"round (one seed of each of {len(study.variants)} variants, {jobs} at a time) takes "
+                          f"about {round_seconds:.0f} s here; estimate: the observed mean and spread of each cell "
+                          f"taken as true, {BOUNDARY} at α/{len(tidy)}")
+    for column in ("budget", "seeds per variant", "expected decided cells"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(row["budget"], str(row["seeds"]), f"{row['expected_decided']:.1f} of {len(tidy)}")
+    console.print(table)
+    return frame
+
+
+def judge(results_dir: Path, study: str, dataset: str) -> pd.DataFrame:
+    """The study's tidy table with its verdicts (against the paper where it has a table), as the report decides."""
+    found = find_studies(results_dir, study, dataset)[0]
+    tidy = summarise(found)
+    return attach_paper(tidy, found.paper_table) if found.paper_table is not None else tidy
+
+
+def _selected(tidy: pd.DataFrame, cells: str | None) -> pd.DataFrame:
+    """The tested cells (neither the reference nor the oracle) matching `--cells` patterns 'variant/group/task'
+    (comma-separated, shell wildcards; none = all)."""
+    tested = tidy[(tidy["verdict"] != "") & (tidy["variant"] != ORACLE)]
+    if not cells:
+        return tested
+    patterns = [pattern.strip() for pattern in cells.split(",") if pattern.strip()]
+    names = tested["variant"] + "/" + tested["group"] + "/" + tested["task"]
+    chosen = names.map(lambda name: any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns))
+    if not chosen.any():
+        raise ConfigError(f"--cells '{cells}' selects no cell: write variant/group/task patterns such as "
+                          f"{names.iloc[0]} or '*/new/*'")
+    return tested[chosen]
+
+
+def _one_study(name: str, overrides: Sequence[str]):
+    if name == "all":
+        raise ConfigError("--until-decided runs one study at a time: name it with --study")
+    study = load_study(name)
+    if study.settings:
+        raise ConfigError(f"--until-decided: study '{name}' sweeps settings; run one of its settings "
+                          f"({', '.join(f'{name}_{setting}' for setting in study.settings)}) instead")
+    return study, plan(study, [0], overrides)[0].dataset
+
+
+def _previous_state(directory: Path) -> dict:
+    """The sequential state an earlier (interrupted or budget-stopped) invocation left in study.json."""
+    try:
+        return json.loads((directory / "study.json").read_text()).get("sequential") or {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_state(directory: Path, state: dict) -> None:
+    info = json.loads((directory / "study.json").read_text())
+    write_study_json(directory, {**info, "sequential": state})
+
+
+def _round_seconds(results_dir: Path, runs: pd.DataFrame, jobs: int, state: dict) -> float:
+    """Seconds per round: measured by earlier rounds when there were any, else from the runs' own wall times."""
+    if state.get("round_seconds"):
+        return float(statistics.median(state["round_seconds"]))
+
+    walls = {}
+    for variant, run_id in runs[["variant", "run_id"]].drop_duplicates().itertuples(index=False):
+        metrics = json.loads((results_dir / "runs" / run_id / "metrics.json").read_text())
+        walls.setdefault(variant, []).append(float(metrics["wall_seconds"]))
+    per_variant = [statistics.median(values) for values in walls.values()]
+    return max(sum(per_variant) / max(min(jobs, len(per_variant)), 1), max(per_variant))
+
+
+def _counts(verdicts: pd.DataFrame) -> str:
+    counts = verdicts["verdict"].value_counts()
+    return ", ".join(f"{int(count)} {name}" for name, count in counts.items()) or "none"
+
+
