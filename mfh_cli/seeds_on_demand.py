@@ -137,7 +137,8 @@ def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str 
     for column in ("budget", "seeds per variant", "expected decided cells"):
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(row["budget"], str(row["seeds"]), f"{row['expected_decided']:.1f} of {len(tidy)}")
+        reach = f"{row['seeds']} (--max-seeds)" if row["seeds"] == max_seeds else str(row["seeds"])
+        table.add_row(row["budget"], reach, f"{row['expected_decided']:.1f} of {len(tidy)}")
     console.print(table)
     return frame
 

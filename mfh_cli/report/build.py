@@ -125,6 +125,8 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
              f"{DEFAULT_EFFECT_PCT:g}%)"]
     if study.info.get("note"):
         notes.append(str(study.info["note"]))
+    if study.sequential:
+        notes.append(sequential_note(study.sequential, seeds))
     if seeds < 2:
         notes.append("one seed only: no interval and no paired test (run more seeds for error bars)")
     if ORACLE in set(tidy["variant"]):
@@ -136,6 +138,17 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
         notes.append(f"paper = the value and change printed in the paper's appendix Table {study.paper_table} "
                      f"(arXiv 2110.13365, Tencent data): compare directions, not values")
     return notes
+
+
+def sequential_note(state: dict, seeds: int) -> str:
+    """How `mfh ablate --until-decided` chose the seeds: the boundary, the seeds, the budget spent, why it stopped."""
+    stopped = state.get("stopped") or "interrupted or still running"
+    return (f"sequential: seeds added in rounds until decided ({state.get('boundary', 'confidence sequence')}, "
+            f"docs/statistics.md): the intervals and p-values of this table are anytime-valid (wider than fixed-seed "
+            f"ones, valid however many seeds were looked at; unbounded below about 5 seeds); {seeds} seeds per "
+            f"variant, {float(state.get('spent_seconds', 0)) / 60:.1f} of "
+            f"{float(state.get('budget_seconds', 0)) / 60:.1f} min budget spent, cells '{state.get('cells', 'all')}', "
+            f"stopped: {stopped}")
 
 
 def control_lines(study: StudyResults, tidy: pd.DataFrame) -> list[str]:

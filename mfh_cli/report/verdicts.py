@@ -188,8 +188,9 @@ def verdict_line(tidy: pd.DataFrame, label: str) -> str:
         target = "the paper's change" if with_paper else f"a {DEFAULT_EFFECT_PCT:g}% change"
         summary += (f"; {_seeds(needed.median())} seeds would give 80% power for {target} in half of the "
                     f"{len(open_cells)} {'inconclusive' if with_paper else 'undecided'} cells")
+    inference = "; sequential: anytime-valid intervals" if (tested["inference"] == SEQUENTIAL).any() else ""
     return (f"{label}, {seeds} seed{'s' if seeds != 1 else ''}: {parts} — {summary} "
-            f"(Holm over {len(tested)} cells, α = {ALPHA:g})")
+            f"(Holm over {len(tested)} cells, α = {ALPHA:g}{inference})")
 
 
 def _percent(value: float) -> str:
