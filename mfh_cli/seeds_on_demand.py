@@ -19,7 +19,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from mfh_cli.errors import ConfigError, DataError, MfhError
+from mfh_cli.errors import ConfigError, DataError, Interrupted, MfhError
 from mfh_cli.report import run_report
 from mfh_cli.report.aggregate import summarise
 from mfh_cli.report.collect import ORACLE, find_studies
@@ -67,33 +67,35 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
     state = {"boundary": BOUNDARY, "alpha": ALPHA, "budget_seconds": budget_seconds, "max_seeds": max_seeds,
              "cells": cells or "all", "spent_seconds": spent, "round_seconds": round_seconds, "stopped": None}
     finished_rounds = int(previous.get("seeds", 0))  # replayed from finished runs at no cost
-    seeds, decided, selected = 0, 0, 0
-    while True:
-        if seeds >= max_seeds:
-            stopped = "max seeds"
-            break
-        expected = statistics.median(round_seconds) if round_seconds else 0.0
-        if seeds >= max(finished_rounds, 1) and spent + expected > budget_seconds:
-            stopped = "budget"
-            break
-        started = time.perf_counter()
-        ablate([study.name], seeds=seeds + 1, jobs=jobs, overrides=overrides, data_dir=data_dir,
-               results_dir=results_dir, quiet=quiet, sequential={**state, "seeds": seeds + 1})
-        elapsed = time.perf_counter() - started
-        seeds += 1
-        spent += elapsed
-        if seeds > finished_rounds:  # a round that trained (a replayed one only re-read finished runs)
-            round_seconds.append(round(elapsed, 1))
-        state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds)
-        verdicts = _selected(judge(results_dir, study.name, dataset), cells)
-        selected, decided = len(verdicts), int(verdicts["verdict"].isin(DECIDED).sum())
-        _save_state(directory, state)
-        console.print(f"round {seeds}: {decided} of {selected} cells decided "
-                      f"({_counts(verdicts)}); {elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min "
-                      "spent", markup=False, highlight=False)
-        if selected and decided == selected:
-            stopped = "decided"
-            break
+    seeds, decided, selected, stopped = 0, 0, 0, ""
+    try:
+        while not stopped:
+            expected = statistics.median(round_seconds) if round_seconds else 0.0
+            if seeds >= max_seeds:
+                stopped = "max seeds"
+            elif seeds >= max(finished_rounds, 1) and spent + expected > budget_seconds:
+                stopped = "budget"
+            else:
+                started = time.perf_counter()
+                ablate([study.name], seeds=seeds + 1, jobs=jobs, overrides=overrides, data_dir=data_dir,
+                       results_dir=results_dir, quiet=quiet, sequential={**state, "seeds": seeds + 1})
+                elapsed = time.perf_counter() - started
+                seeds += 1
+                spent += elapsed
+                if seeds > finished_rounds:  # a round that trained (a replayed one only re-read finished runs)
+                    round_seconds.append(round(elapsed, 1))
+                state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds)
+                verdicts = _selected(judge(results_dir, study.name, dataset), cells)
+                selected, decided = len(verdicts), int(verdicts["verdict"].isin(DECIDED).sum())
+                _save_state(directory, state)
+                console.print(f"round {seeds}: {decided} of {selected} cells decided ({_counts(verdicts)}); "
+                              f"{elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent",
+                              markup=False, highlight=False)
+                if selected and decided == selected:
+                    stopped = "decided"
+    except Interrupted as interrupted:
+        raise Interrupted(interrupted.signum, f"{interrupted}; {seeds} round(s) of seeds finished: rerun the same "
+                                              "command to resume") from None
     state["stopped"] = stopped
     if seeds:
         _save_state(directory, {**state, "seeds": seeds})
