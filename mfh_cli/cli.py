@@ -58,9 +58,10 @@ def data_describe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
     data_dir, results_dir = _paths(data_dir, results_dir)
     dataset = load_dataset(cfg, data_dir=data_dir, cache_dir=results_dir / "cache", quiet=quiet)
     frame = describe_frame(dataset)
+    users = int(frame["users_with_rows"].iloc[-1])  # the `all` row
     if fmt == "table":  # one column per group reads better on a terminal than 16 columns
         frame = frame.set_index("group").T.rename_axis(columns=None).reset_index(names="statistic")
-    emit(frame, fmt, title=f"{name}: {len(dataset):,} rows", notes=dataset.schema.notes)
+    emit(frame, fmt, title=f"{name}: {len(dataset):,} rows by {users:,} users (users with rows)", notes=dataset.schema.notes)
 
 
 @data_app.command("validate")
