@@ -11,13 +11,13 @@ import pandas as pd
 from rich.console import Console
 
 from mfh_cli.errors import ConfigError
-from mfh_cli.report.aggregate import summarise
+from mfh_cli.report.aggregate import MIN_CLASS_ROWS, summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
 from mfh_cli.report.figures import (mechanism_figure, mechanism_series, overfitting_series, ratio_line,
                                     write_figure, write_overfitting_figure)
 from mfh_cli.report.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
-from mfh_cli.report.render import study_latex, study_markdown, study_rich_table, verdict_rich_table
+from mfh_cli.report.render import ORACLE_BELOW_MARK, study_latex, study_markdown, study_rich_table, verdict_rich_table
 from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, verdict_line
 
 FORMATS = ("table", "csv", "markdown", "latex")
@@ -113,7 +113,8 @@ def _title(study: StudyResults) -> str:
 def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> list[str]:
     """The footnotes of a study table: how to read it, what could not be computed, what the paper columns are."""
     seeds = study.runs["seed"].nunique()
-    notes = [f"value = mean over seeds ± half-width of the 95% t interval; change = (variant − "
+    notes = [f"value = mean over seeds [95% interval: t interval of the mean logit AUC or log MSE over seeds, "
+             f"mapped back, so it stays inside what the metric can take]; change = (variant − "
              f"{study.reference}) / {study.reference} × 100 (SPEC §4), lower MSE and higher AUC are better; "
              f"* = paired t-test over seeds, Holm-corrected over the table's cells, p < {ALPHA:g}",
              f"verdicts (SPEC §4, docs/statistics.md): interval = paired 95% t interval of the change in this "
@@ -131,6 +132,13 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
         notes.append("one seed only: no interval and no paired test (run more seeds for error bars)")
     if ORACLE in set(tidy["variant"]):
         notes.append("oracle = the simulator's true expectations, an upper bound; its change is not tested")
+    if (tidy["small_sample"] != "").any():
+        notes.append(f"too few positives (k in test): an AUC cell whose test rows hold fewer than {MIN_CLASS_ROWS} "
+                     f"positives (or negatives) shows no number, since one row moves its AUC by up to 1/k; its "
+                     f"verdict rests on that noise (docs/statistics.md)")
+    notes += [f"{ORACLE_BELOW_MARK} {row.group}/{row.task}: the oracle (the true expectations) scores worse than "
+              f"{row.oracle_below}: small-sample noise of the test rows, not a model beating the truth"
+              for row in tidy[tidy["oracle_below"] != ""].itertuples(index=False)]
     # Cells with no value at all say why in the cell itself; partly missing ones are explained here.
     missing = tidy[(tidy["reason"] != "") & (tidy["n_seeds"] > 0)]
     notes += [f"{row.group}/{row.variant}/{row.task}: {row.reason}" for row in missing.itertuples(index=False)]

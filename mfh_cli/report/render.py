@@ -57,6 +57,7 @@ def emit(frame: pd.DataFrame, fmt: str, title: str | None = None, notes: list[st
 # (colour, in the terminal only, repeats the direction; it is never the only carrier of information).
 
 SIGNIFICANT_MARK = "*"
+ORACLE_BELOW_MARK = "†"  # an oracle cell that a model beats: small-sample noise (aggregate.oracle_below)
 DIRECTION_STYLES = {True: "green", False: "red"}
 
 
@@ -86,11 +87,15 @@ def _study_cell(row) -> StudyCell:
         return StudyCell("no result", "", None, "")
     if row.n_seeds == 0:
         value = f"n/a: {row.reason}"
+    elif row.small_sample:  # too few positives: no number (docs/statistics.md)
+        value = row.small_sample
     elif np.isnan(row.ci_low):
         value = f"{row.mean:.4f}"
-    else:
-        value = f"{row.mean:.4f} ± {(row.ci_high - row.ci_low) / 2:.4f}"
-    if np.isnan(row.relative_change):
+    else:  # the interval is not symmetric around the mean (aggregate.METRIC_SCALES)
+        value = f"{row.mean:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]"
+    if row.oracle_below:
+        value += f" {ORACLE_BELOW_MARK}"
+    if np.isnan(row.relative_change) or row.small_sample:
         change = ""
     else:  # an exact tie has no sign to print; anything else always shows its sign
         change = "0.00%" if row.relative_change == 0 else f"{row.relative_change:+.2f}%"
@@ -152,7 +157,8 @@ def verdict_rows(tidy: pd.DataFrame) -> list[list[str]]:
                      "—" if np.isnan(row.relative_change) else f"{row.relative_change:+.2f}%", interval,
                      "—" if np.isnan(row.p_adjusted) else f"{row.p_adjusted:.3f}",
                      "—" if np.isnan(row.detectable_change) else f"{row.detectable_change:.2f}%",
-                     _seed_count(row.seeds_needed), paper, row.verdict])
+                     _seed_count(row.seeds_needed), paper,
+                     f"{row.verdict}; {row.small_sample}" if row.small_sample else row.verdict])
     return rows
 
 
@@ -168,7 +174,7 @@ def verdict_rich_table(tidy: pd.DataFrame, title: str) -> Table:
     for name in VERDICT_HEADER:
         table.add_column(name, justify="left" if name in ("group", "variant", "task", "verdict") else "right")
     for row in verdict_rows(tidy):
-        table.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(row[-1])))
+        table.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(row[-1].split(";")[0])))
     return table
 
 
@@ -199,7 +205,7 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "−": "-", "×": r"$\times$", "≈": r"$\approx$", "§": r"\S{}",
                   "<": r"$<$", ">": r"$>$",
-                  SIGNIFICANT_MARK: r"$^{*}$"}
+                  SIGNIFICANT_MARK: r"$^{*}$", ORACLE_BELOW_MARK: r"$^{\dagger}$"}
 
 
 def latex_escape(text: str) -> str:
