@@ -138,3 +138,34 @@ def test_values_carry_their_interval_inside_the_metric_bounds(study_with_gaps, r
     row = tidy[(tidy["variant"] == "mfh") & (tidy["group"] == "low") & (tidy["task"] == "share")].iloc[0]
     assert 0 < row["ci_low"] < row["mean"] < row["ci_high"] < 1
     assert f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]" in markdown
+
+
+def test_a_wide_table_is_split_to_fit_the_terminal_and_kept_whole_in_the_files(write_study, results_dir):
+    import io
+
+    from rich.console import Console
+
+    tasks = [("cmpl", "mse"), ("finish", "auc"), ("skip", "auc"), ("like", "auc"), ("share", "auc"),
+             ("comment", "auc"), ("follow", "auc")]
+    variants = ["mfh", "shared_bottom", "mmoe", "cgc", "ple"]
+    rows = [(variant, seed, group, task, metric, 0.6 + 0.01 * index + 0.003 * seed * (index % 3))
+            for index, variant in enumerate(variants) for seed in range(3) for group in GROUPS
+            for task, metric in tasks]
+    write_study("sota", pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"]),
+                reference="mfh", variants=variants)
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    run_report(results_dir, console=console)
+    printed = console.file.getvalue().splitlines()
+    assert max(len(line) for line in printed) <= 140
+    verdicts = ("untested", "no difference shown", "better", "worse")
+    study_rows = [line for line in printed if line.startswith("│") and any(f" {variant} " in line for variant in
+                                                                           variants[1:])
+                  and not any(verdict in line for verdict in verdicts)]
+    headers = [line for line in printed if line.startswith("┃ group") and "┃ variant" in line and "┃ task" not in line]
+    assert len(headers) >= 2  # split into tables of whole task columns
+    assert len(study_rows) == len(headers) * len(GROUPS) * (len(variants) - 1)
+    assert all(line.split("│")[2].strip() for line in printed if line.startswith("│"))  # no cell wraps a line
+    shown = [task for header in headers for task, metric in tasks if f"{task} {metric.upper()}" in header]
+    assert shown == [task for task, _ in tasks]  # every task column once, in order
+    header = (results_dir / "tables" / "sota.md").read_text().splitlines()[2]
+    assert all(f"{task} {metric.upper()}" in header for task, metric in tasks)  # the file keeps the whole table
