@@ -163,8 +163,8 @@ def overfitting_figure(series: pd.DataFrame, summary: pd.DataFrame, title: str) 
     ratio_axis.axhline(PAPER_RATIO, color="tab:red", linestyle=":", linewidth=1.2,
                        label=f"paper ≈ {PAPER_RATIO} (ratio only)")
     if series["ratio"].isna().all():
-        ratio_axis.text(0.5, 0.5, "no step with train_impr > 0 in every seed:\nno ratio (SPEC §4)", transform=ratio_axis.transAxes,
-                        ha="center", va="center", color="0.4")
+        ratio_axis.text(0.5, 0.5, "no step with train_impr > 0 in every seed:\nno ratio (SPEC §4)",
+                        transform=ratio_axis.transAxes, ha="center", va="center", color="0.4")
     handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels())}
     figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize="small")
     figure.suptitle(f"{title}\n{overfitting_finding(summary)}:\ngap {_estimate(summary, 'gap', ' points')} "

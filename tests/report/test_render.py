@@ -161,7 +161,8 @@ def test_a_wide_table_is_split_to_fit_the_terminal_and_kept_whole_in_the_files(w
     study_rows = [line for line in printed if line.startswith("│") and any(f" {variant} " in line for variant in
                                                                            variants[1:])
                   and not any(verdict in line for verdict in verdicts)]
-    headers = [line for line in printed if line.startswith("┃ group") and "┃ variant" in line and "┃ task" not in line]
+    headers = [line for line in printed
+               if line.startswith("┃ group") and "┃ variant" in line and "┃ task" not in line]
     assert len(headers) >= 2  # split into tables of whole task columns
     assert len(study_rows) == len(headers) * len(GROUPS) * (len(variants) - 1)
     assert all(line.split("│")[2].strip() for line in printed if line.startswith("│"))  # no cell wraps a line
