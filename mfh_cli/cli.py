@@ -1,6 +1,7 @@
 """The command line: parse options, compose the config, call one function. No ML here.
 
-Every command takes trailing Hydra overrides (`data=kuairand model=hmtl seed=3`).
+Every command that builds a config takes trailing Hydra overrides (`data=kuairand model=hmtl seed=3`). Help is
+plain text; each command's ends with examples, every one of them run by tests/test_cli.py.
 """
 
 from __future__ import annotations
@@ -12,23 +13,59 @@ from typing import Annotated, Optional
 
 import typer
 
+from mfh_cli import __version__, config_names
 from mfh_cli.errors import ConfigError, Interrupted, MfhError
 
-OVERRIDES = {"allow_extra_args": True, "ignore_unknown_options": True}
+# Commands that compose a config take `key=value` overrides as their last arguments (anything unknown, even
+# `--x`, reaches compose, which says what is wrong with it).
+WITH_OVERRIDES = {"context_settings": {"ignore_unknown_options": True}}
+Overrides = Annotated[Optional[list[str]], typer.Argument(
+    metavar="KEY=VALUE", show_default=False, help="Config overrides: data=kuairand model=hmtl size=paper seed=2 "
+                                                  "trainer.max_epochs=3 ...")]
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Multi-Faceted Hierarchical multi-task learning: train, ablate, report.")
-data_app = typer.Typer(no_args_is_help=True, help="Describe, validate and download datasets.")
-model_app = typer.Typer(no_args_is_help=True, help="Inspect models.")
+
+def examples(*lines: str) -> str:
+    """A help epilog: the command's examples, one command line each (a `# comment` may follow). tests/test_cli.py
+    runs every one of them."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Multi-Faceted Hierarchical multi-task learning: train, ablate, report. Commands that build "
+                       "a config take trailing key=value overrides (data=kuairand model=hmtl seed=2).",
+                  epilog=examples("mfh reproduce                    # the main job: controls, Tables 1-4, Figure 1",
+                                  "mfh train model=hmtl seed=2      # one run of one model",
+                                  "mfh report --format markdown     # the tables again, from the result files"))
+data_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Describe, validate and download datasets.")
+model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect models.")
 app.add_typer(data_app, name="data")
 app.add_typer(model_app, name="model")
 
-DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="MFH_DATA_DIR",
+DataDir = Annotated[Optional[Path], typer.Option("--data-dir", envvar="MFH_DATA_DIR", metavar="DIR",
                                                  help="Where datasets live (default ./data).")]
-ResultsDir = Annotated[Optional[Path], typer.Option("--results-dir", envvar="MFH_RESULTS_DIR",
+ResultsDir = Annotated[Optional[Path], typer.Option("--results-dir", envvar="MFH_RESULTS_DIR", metavar="DIR",
                                                     help="Output root (default ./results).")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Format = Annotated[str, typer.Option("--format", "-f", help="table | csv | json (markdown, latex for reports).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or progress lines.")]
+
+
+def format_option(*choices: str) -> typer.models.OptionInfo:
+    """The --format option of a command that prints in `choices` (the first is the default)."""
+    return typer.Option("--format", "-f", metavar="FORMAT", help=" | ".join(choices))
+
+
+MODELS = ", ".join(config_names("model"))
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"mfh {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(version: Annotated[Optional[bool], typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")] = None) -> None:
+    """`mfh`'s own options, given before a command (--version)."""
 
 
 def _check_format(fmt: str, allowed: tuple[str, ...]) -> str:
@@ -43,10 +80,14 @@ def _paths(data_dir: Path | None, results_dir: Path | None):
     return data_dir, resolve_results(results_dir)
 
 
-@data_app.command("describe", context_settings=OVERRIDES)
-def data_describe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="synthetic | kuairand | table")],
-                  data_dir: DataDir = None, results_dir: ResultsDir = None, fmt: Format = "table",
-                  quiet: Quiet = False) -> None:
+@data_app.command("describe", **WITH_OVERRIDES, epilog=examples(
+    "mfh data describe synthetic data.rows=20000     # the simulator at 20,000 rows",
+    "mfh data describe kuairand --format json        # the KuaiRand slice in ./data"))
+def data_describe(name: Annotated[str, typer.Argument(
+                      metavar="NAME", help=f"The dataset: {', '.join(config_names('data'))}.")],
+                  overrides: Overrides = None,
+                  data_dir: DataDir = None, results_dir: ResultsDir = None,
+                  fmt: Annotated[str, format_option("table", "csv", "json")] = "table", quiet: Quiet = False) -> None:
     """Rows and users per group and split, label rate (or mean) per behaviour and group, masked labels."""
     from mfh_cli.config import compose
     from mfh_cli.data import load_dataset
@@ -54,18 +95,24 @@ def data_describe(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
     from mfh_cli.report.render import emit
 
     _check_format(fmt, ("table", "csv", "json"))
-    cfg = compose([f"data={name}", *ctx.args])
+    cfg = compose([f"data={name}", *(overrides or [])])
     data_dir, results_dir = _paths(data_dir, results_dir)
     dataset = load_dataset(cfg, data_dir=data_dir, cache_dir=results_dir / "cache", quiet=quiet)
     frame = describe_frame(dataset)
+    users = int(frame["users_with_rows"].iloc[-1])  # the `all` row
     if fmt == "table":  # one column per group reads better on a terminal than 16 columns
         frame = frame.set_index("group").T.rename_axis(columns=None).reset_index(names="statistic")
-    emit(frame, fmt, title=f"{name}: {len(dataset):,} rows", notes=dataset.schema.notes)
+    emit(frame, fmt, title=f"{name}: {len(dataset):,} rows by {users:,} users (users with rows)",
+         notes=dataset.schema.notes)
 
 
-@data_app.command("validate")
-def data_validate(path: Annotated[Path, typer.Argument(help="A KuaiRand log CSV or directory, or your own log.")],
-                  mapping: Annotated[Optional[Path], typer.Option("--mapping", help="YAML column mapping of "
+@data_app.command("validate", epilog=examples(
+    "mfh data validate data/kuairand-pure                 # every log and table of the slice",
+    "mfh data validate data/kuairand-pure/log_standard_4_25_to_5_08_pure.csv"))
+def data_validate(path: Annotated[Path, typer.Argument(metavar="PATH", help="A KuaiRand log CSV or directory, or "
+                                                       "your own log.")],
+                  mapping: Annotated[Optional[Path], typer.Option("--mapping", metavar="FILE",
+                                                                  help="YAML column mapping of "
                                                                   "your own log (see conf/data/table.yaml).")] = None
                   ) -> None:
     """Check a log before training: columns, types, NaN, ranges, duplicates, empty groups and splits."""
@@ -79,11 +126,13 @@ def data_validate(path: Annotated[Path, typer.Argument(help="A KuaiRand log CSV 
     raise typer.Exit(1 if errors else 0)
 
 
-@data_app.command("download")
-def data_download(name: Annotated[str, typer.Argument(help="kuairand-pure | kuairand-1k")],
-                  dest: Annotated[Optional[Path], typer.Option("--dest", help="Target directory "
+@data_app.command("download", epilog=examples(
+    "mfh data download kuairand-pure                 # into ./data; a no-op when it is there",
+    "mfh data download kuairand-pure --dest data     # the same, the target named"))
+def data_download(name: Annotated[str, typer.Argument(metavar="NAME", help="kuairand-pure | kuairand-1k")],
+                  dest: Annotated[Optional[Path], typer.Option("--dest", metavar="DIR", help="Target directory "
                                                                "(default: the data dir).")] = None,
-                  url: Annotated[Optional[str], typer.Option("--url", help="Archive URL (default: the "
+                  url: Annotated[Optional[str], typer.Option("--url", metavar="URL", help="Archive URL (default: the "
                                                              "official Zenodo record).")] = None,
                   data_dir: DataDir = None, quiet: Quiet = False) -> None:
     """Download and extract an official KuaiRand archive (atomic, resumable, a no-op when present)."""
@@ -94,28 +143,36 @@ def data_download(name: Annotated[str, typer.Argument(help="kuairand-pure | kuai
     typer.echo(str(target))
 
 
-@model_app.command("describe", context_settings=OVERRIDES)
-def model_describe(ctx: typer.Context,
-                   input_dim: Annotated[Optional[int], typer.Option("--input-dim", help="Input width instead of "
+@model_app.command("describe", **WITH_OVERRIDES, help=f"The model (model=NAME: {MODELS}) as a tree with the "
+                   "parameter count of every component.", epilog=examples(
+                       "mfh model describe model=mfh size=paper      # the appendix sizes",
+                       "mfh model describe model=ple --format json"))
+def model_describe(overrides: Overrides = None,
+                   input_dim: Annotated[Optional[int], typer.Option("--input-dim", metavar="N",
+                                                                    help="Input width instead of "
                                                                     "the data-derived one.")] = None,
-                   data_dir: DataDir = None, results_dir: ResultsDir = None, fmt: Format = "table") -> None:
-    """The model as a tree with the parameter count of every component."""
+                   data_dir: DataDir = None, results_dir: ResultsDir = None,
+                   fmt: Annotated[str, format_option("table", "json")] = "table") -> None:
     from mfh_cli.config import compose
     from mfh_cli.models.describe import describe_model
 
     _check_format(fmt, ("table", "json"))
-    cfg = compose(ctx.args)
+    cfg = compose(overrides or [])
     data_dir, results_dir = _paths(data_dir, results_dir)
     typer.echo(describe_model(cfg, input_dim=input_dim, data_dir=data_dir, cache_dir=results_dir / "cache",
                               fmt=fmt))
 
 
-@app.command("train", context_settings=OVERRIDES)
-def train_command(ctx: typer.Context, data_dir: DataDir = None, results_dir: ResultsDir = None,
+@app.command("train", **WITH_OVERRIDES, short_help="Train one model on one dataset with one seed.",
+             help=f"Train one model (model=NAME: {MODELS}; default mfh) on one dataset (data=NAME: "
+                  f"{', '.join(config_names('data'))}) with one seed (seed=N); print test metrics per user group "
+                  "and task. A finished identical run is reused.", epilog=examples(
+                 "mfh train model=hmtl seed=2                         # the simulator, one tree, seed 2",
+                 "mfh train data=kuairand model=ple tasks=interactive --format json"))
+def train_command(overrides: Overrides = None, data_dir: DataDir = None, results_dir: ResultsDir = None,
                   force: Annotated[bool, typer.Option("--force", help="Retrain even if this exact run "
                                                       "is finished.")] = False,
-                  fmt: Format = "table", quiet: Quiet = False) -> None:
-    """Train one model on one dataset with one seed; print test metrics per user group and task."""
+                  fmt: Annotated[str, format_option("table", "json")] = "table", quiet: Quiet = False) -> None:
     import json
     import os
 
@@ -124,7 +181,7 @@ def train_command(ctx: typer.Context, data_dir: DataDir = None, results_dir: Res
     from mfh_cli.report.render import emit
 
     _check_format(fmt, ("table", "json"))
-    cfg = compose(ctx.args)
+    cfg = compose(overrides or [])
     data_dir, results_dir = _paths(data_dir, results_dir)
     result = train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 speaks
@@ -146,10 +203,10 @@ def train_command(ctx: typer.Context, data_dir: DataDir = None, results_dir: Res
     typer.echo(f"run directory: {result.run_dir} ({state})")
 
 
-Seeds = Annotated[Optional[int], typer.Option("--seeds", min=1, help="Seeds per variant (default: the "
-                                                                  "study's own).")]
-Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs trained at once, one thread each "
-                                                            "(default: one per core).")]
+Seeds = Annotated[Optional[int], typer.Option("--seeds", min=1, metavar="N", help="Seeds per variant (default: "
+                                                                              "the study's own).")]
+Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Runs trained at once, one thread each "
+                                                                        "(default: one per core).")]
 
 
 _CORES = os.cpu_count() or 1
@@ -161,24 +218,27 @@ def _studies(study: str) -> list[str]:
     return study_names(main_job=True) if study == "all" else [study]
 
 
-@app.command("ablate", context_settings=OVERRIDES)
-def ablate_command(ctx: typer.Context,
-                   study: Annotated[str, typer.Option("--study", "-s", help="A study in conf/study, or all "
-                                                      "(the main job's studies).")],
-                   seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None, results_dir: ResultsDir = None,
-                   quiet: Quiet = False,
+@app.command("ablate", **WITH_OVERRIDES, short_help="Run a study: its variants x seeds, then its table.",
+             epilog=examples(
+    "mfh ablate --study hierarchical --seeds 5          # Table 2: hmtl against flat",
+    "mfh ablate --study biasnet data=kuairand --jobs 2  # Table 4 on the KuaiRand slice",
+    "mfh ablate --study all                             # every study of the main job"))
+def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="NAME", help=(
+                       f"One of {', '.join(config_names('study'))}; or all (the main job's studies)."))],
+                   overrides: Overrides = None, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
+                   results_dir: ResultsDir = None, quiet: Quiet = False,
                    until_decided: Annotated[bool, typer.Option(
                        "--until-decided", help="Add seeds in rounds until every selected cell is decided, with "
                                                "anytime-valid intervals (one study).")] = False,
-                   budget: Annotated[str, typer.Option("--budget", help="With --until-decided: time for all rounds "
-                                                       "of this study, resumed invocations included (90s, 10m, "
-                                                       "8h, 1h30m).")] = "1h",
-                   max_seeds: Annotated[int, typer.Option("--max-seeds", min=1, help="With --until-decided: the "
-                                                          "most seeds per variant.")] = 50,
-                   cells: Annotated[Optional[str], typer.Option("--cells", help="With --until-decided: the cells "
-                                                                "to decide, variant/group/task patterns "
-                                                                "(comma-separated, e.g. 'hmtl/*/*,flat/new/*'; "
-                                                                "default all).")] = None,
+                   budget: Annotated[str, typer.Option("--budget", metavar="DURATION", help="With --until-decided: "
+                                                       "time for all rounds of this study, resumed invocations "
+                                                       "included (90s, 10m, 8h, 1h30m).")] = "1h",
+                   max_seeds: Annotated[int, typer.Option("--max-seeds", min=1, metavar="N", help="With "
+                                                          "--until-decided: the most seeds per variant.")] = 50,
+                   cells: Annotated[Optional[str], typer.Option("--cells", metavar="PATTERNS", help="With "
+                                                                "--until-decided: the cells to decide, "
+                                                                "variant/group/task patterns (comma-separated, e.g. "
+                                                                "'hmtl/*/*,flat/new/*'; default all).")] = None,
                    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --until-decided: estimate what "
                                                          "each budget would decide from the seeds run so far; "
                                                          "train nothing.")] = False) -> None:
@@ -199,12 +259,12 @@ def ablate_command(ctx: typer.Context,
             raise ConfigError("--dry-run plans an --until-decided sweep: give both")
         console = Console(width=max(Console().width, 140))
         if dry_run:
-            plan_budget(study, budget, max_seeds, cells, jobs, ctx.args, results_dir, console)
+            plan_budget(study, budget, max_seeds, cells, jobs, overrides or [], results_dir, console)
         else:
-            run_until_decided(study, budget, max_seeds, cells, jobs, ctx.args, data_dir, results_dir, quiet,
+            run_until_decided(study, budget, max_seeds, cells, jobs, overrides or [], data_dir, results_dir, quiet,
                               console)
         return
-    outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=ctx.args, data_dir=data_dir,
+    outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=overrides or [], data_dir=data_dir,
                       results_dir=results_dir, quiet=quiet)
     for outcome in outcomes:
         run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table", paper=True)
@@ -214,35 +274,47 @@ def ablate_command(ctx: typer.Context,
         typer.echo(f"figure: {sweep_figure(results_dir, name, dataset)[0]}")
 
 
-@app.command("report")
-def report_command(study: Annotated[str, typer.Option("--study", "-s", help="A study, or all.")] = "all",
-                   dataset: Annotated[Optional[str], typer.Option("--dataset", help="Only this dataset's "
-                                                                  "results (default: every one found).")] = None,
-                   fmt: Annotated[str, typer.Option("--format", "-f", help="table | csv | markdown | latex")]
-                   = "table",
+@app.command("report", short_help="Tables and Figure 1 from finished studies.", epilog=examples(
+    "mfh report                                     # every study found, in the terminal",
+    "mfh report --study hierarchical --format latex",
+    "mfh report --format csv --output tables        # one CSV file per study"))
+def report_command(study: Annotated[str, typer.Option("--study", "-s", metavar="NAME",
+                                                      help="A study, or all.")] = "all",
+                   dataset: Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="Only this "
+                                                                  "dataset's results (default: every one found).")]
+                   = None,
+                   fmt: Annotated[str, format_option("table", "csv", "markdown", "latex")] = "table",
                    paper: Annotated[bool, typer.Option("--paper/--no-paper", help="The paper's numbers beside "
                                                        "ours.")] = True,
+                   output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Write each "
+                                                                  "study's table in --format to DIR/<study>.<csv|md|"
+                                                                  "tex> instead of printing it.")] = None,
                    results_dir: ResultsDir = None) -> None:
-    """Tables from finished studies: mean ± 95% interval over seeds, change vs reference, the paper beside."""
+    """Tables from finished studies: mean and 95% interval over seeds, change vs reference, verdicts, the paper
+    beside; written to results/tables (and Figure 1 to results/figures) and printed."""
     from mfh_cli.report import run_report
 
     _check_format(fmt, ("table", "csv", "markdown", "latex"))
     _, results_dir = _paths(None, results_dir)
-    run_report(results_dir, study=None if study == "all" else study, dataset=dataset, fmt=fmt, paper=paper)
+    run_report(results_dir, study=None if study == "all" else study, dataset=dataset, fmt=fmt, paper=paper,
+               output=output)
 
 
-@app.command("reproduce", context_settings=OVERRIDES)
-def reproduce_command(ctx: typer.Context, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
+@app.command("reproduce", **WITH_OVERRIDES, short_help="The main job: every study, table and verdict.",
+             epilog=examples(
+    "mfh reproduce                        # the simulator's default world: 33 runs, about 14 min on 2 cores",
+    "mfh reproduce --seeds 5 --jobs 2     # five seeds per variant, two runs at a time"))
+def reproduce_command(overrides: Overrides = None, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
                       results_dir: ResultsDir = None, quiet: Quiet = False,
                       with_studies: Annotated[Optional[list[str]], typer.Option(
-                          "--with", help="A study outside the main job to run too (e.g. mechanism); "
-                                         "repeatable.")] = None) -> None:
+                          "--with", metavar="STUDY", help="A study outside the main job to run too (e.g. "
+                                                          "mechanism, sota); repeatable.")] = None) -> None:
     """The main job: the controls, every study of the paper (and ours) with default seeds, every report, the
     verdicts and the agreement."""
     from mfh_cli.reproduce import reproduce
 
     data_dir, results_dir = _paths(data_dir, results_dir)
-    reproduce(ctx.args, seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet,
+    reproduce(overrides or [], seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet,
               extra_studies=with_studies or [])
 
 

@@ -16,12 +16,9 @@ from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from mfh_cli import CONF_DIR
 from mfh_cli.config_schema import check_config
 from mfh_cli.errors import ConfigError
-
-_PACKAGED = Path(__file__).resolve().parent / "conf"
-# Installed: mfh_cli/conf inside the package. From a source checkout: conf/ at the repository top.
-CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[1] / "conf"
 
 # Keys that change how a run is executed but not what it computes: left out of the run id. trainer.threads is
 # not one of them: the thread count changes float reduction order, so the run id holds the count actually used.

@@ -1,11 +1,21 @@
-"""The installed `mfh` as a user runs it: config errors, train on the simulator and on KuaiRand."""
+"""The installed `mfh` as a user runs it: config errors, train on the simulator and on KuaiRand, the help (flags,
+usage, names, version) and every example the help shows."""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+
+from mfh_cli import __version__, config_names
+from tests.conftest import mfh_executable
 
 TINY = ["data.rows=5000", "trainer=smoke"]
 
@@ -71,3 +81,87 @@ def test_train_on_kuairand_reports_all_nine_tasks(run_mfh, kuairand_dir: Path):
         assert set(group) == {"cmpl", "finish", "skip"}
         assert all(cell["value"] is not None for cell in group.values())
     assert 0.5 < test["high"]["finish"]["value"] < 1.0
+
+
+def _help(*command: str) -> str:
+    result = subprocess.run([mfh_executable(), *command, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _commands(*group: str) -> list[tuple[str, ...]]:
+    """Every command of the CLI under `group` with its help text, from the help's Commands section (groups
+    recursively), the group itself first."""
+    text = _help(*group)
+    found = [(group, text)]
+    if "Commands:" in text:
+        listing = text.split("Commands:")[1].split("\n\n")[0]
+        for name in re.findall(r"^  (\S+)", listing, re.MULTILINE):
+            found += _commands(*group, name)
+    return found
+
+
+@functools.cache
+def all_commands() -> tuple[tuple[tuple[str, ...], str], ...]:
+    """(command, help text) of every command, the app itself first (read once per test session)."""
+    return tuple(_commands())
+
+
+TRAINING = ("train", "ablate", "reproduce")
+
+
+def test_help_shows_flags_usage_names_and_version(run_mfh):
+    commands = all_commands()
+    assert {command for command, _ in commands} >= {(), ("train",), ("ablate",), ("report",), ("reproduce",),
+                                                    ("data",), ("data", "describe"), ("data", "validate"),
+                                                    ("data", "download"), ("model",), ("model", "describe")}
+    for command, text in commands:
+        assert "<bool>" not in text, f"mfh {' '.join(command)} --help shows a flag as taking a value"
+        assert re.search(r"^  --help\s+Show this message and exit\.$", text, re.MULTILINE)
+    helps = dict(commands)
+    for command in [("train",), ("ablate",), ("reproduce",), ("model", "describe"), ("data", "describe")]:
+        assert re.search(r"^Usage: mfh .*\[KEY=VALUE\]\.\.\.$", helps[command], re.MULTILINE), command
+    assert "--quiet " not in helps[("train",)].split("-q, --quiet")[1].splitlines()[0]  # a flag: no value
+    ablate = " ".join(helps[("ablate",)].split())
+    assert all(name in ablate for name in config_names("study"))
+    train = " ".join(helps[("train",)].split())
+    assert all(name in train for name in config_names("model"))
+    assert run_mfh("--version", check=True).stdout.strip() == f"mfh {__version__}"
+
+
+def _examples(text: str) -> list[list[str]]:
+    """The command lines of a help's Examples section, as arguments (without `mfh` and any `# comment`)."""
+    if "Examples:" not in text:
+        return []
+    lines = [line.strip() for line in text.split("Examples:")[1].splitlines() if line.strip().startswith("mfh ")]
+    return [shlex.split(line, comments=True)[1:] for line in lines]
+
+
+def _tiny(args: list[str]) -> list[str]:
+    """The example with tiny data and training added after its own arguments (the last value wins): a few batches
+    on 2,000 simulated rows (on KuaiRand: large batches), one seed per variant."""
+    composes = args[0] in TRAINING or args[:2] == ["model", "describe"]
+    if not composes:
+        return args
+    kuairand = "data=kuairand" in args
+    tiny = [*args, "trainer=smoke", "trainer.batch_size=8192" if kuairand else "data.rows=2000"]
+    return tiny + (["--seeds", "1"] if args[0] in ("ablate", "reproduce") else [])
+
+
+@pytest.mark.slow
+def test_every_example_in_the_help_runs(kuairand_dir: Path, tmp_path: Path):
+    """As a new user would: in an empty folder with the KuaiRand slice in ./data (the default data dir), every
+    example every help shows, commands that train first so that the reports have results to show."""
+    commands = [(command, text) for command, text in all_commands() if command not in [("data",), ("model",)]]
+    assert all(len(_examples(text)) >= 2 for _, text in commands), "a command's help shows fewer than 2 examples"
+    examples = [example for _, text in commands for example in _examples(text)]
+    order = ["data", "model", "train", "ablate", "report", "reproduce"]
+    examples.sort(key=lambda args: order.index(args[0]))
+    shutil.copytree(kuairand_dir, tmp_path / "data" / "kuairand-pure")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith("MFH_")}
+    for args in examples:
+        result = subprocess.run([mfh_executable(), *_tiny(args)], capture_output=True, text=True, cwd=tmp_path,
+                                env=environment, timeout=900)
+        assert result.returncode == 0, f"mfh {shlex.join(args)}: exit {result.returncode}\n{result.stderr}"
+    tables = sorted(path.name for path in (tmp_path / "results" / "tables").glob("*.csv"))
+    assert tables and sorted(path.name for path in (tmp_path / "tables").iterdir()) == tables  # report --output

@@ -12,8 +12,9 @@ from mfh_cli.data.dataset import SPLITS, Dataset
 
 
 def describe_frame(dataset: Dataset) -> pd.DataFrame:
-    """One row per user group plus `all`: rows per split, users, each behaviour's positive rate (binary) or mean
-    (regression) over rows where its label exists, and masked-label counts for behaviours with any masked row."""
+    """One row per user group plus `all`: rows per split, users with rows (a user table may list more users than
+    the log has rows for), each behaviour's positive rate (binary) or mean (regression) over rows where its label
+    exists, and masked-label counts for behaviours with any masked row."""
     groups, behaviours = dataset.schema.groups, list(dataset.schema.behaviours)
     group_count, split_count = len(groups), len(SPLITS)
     rows = torch.bincount(dataset.group * split_count + dataset.split,
@@ -29,7 +30,7 @@ def describe_frame(dataset: Dataset) -> pd.DataFrame:
     for index, split in enumerate(SPLITS):
         frame[f"rows_{split}"] = [*rows[:, index].tolist(), int(rows[:, index].sum())]
     frame["rows"] = [*rows.sum(dim=1).tolist(), len(dataset)]
-    frame["users"] = [*users.tolist(), int(torch.unique(dataset.user).numel())]
+    frame["users_with_rows"] = [*users.tolist(), int(torch.unique(dataset.user).numel())]
     for column, behaviour in enumerate(behaviours):
         statistic = "mean" if dataset.schema.behaviours[behaviour] == "regression" else "rate"
         sums = [*label_sums[:, column].tolist(), float(label_sums[:, column].sum())]

@@ -127,8 +127,10 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
     dataset.schema = replace(schema, notes=notes + label_sparsity_notes(dataset, int(data_cfg.sparse_positives)))
     dataset.check()
     if not quiet:
-        print(f"kuairand: {len(dataset):,} rows from {len(logs)} log file(s), {len(users):,} users, "
-              f"{len(videos):,} videos, encoded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        users_with_rows = len(np.unique(log["user_id"].to_numpy()))
+        print(f"kuairand: {len(dataset):,} rows from {len(logs)} log file(s) by {users_with_rows:,} users; the user "
+              f"table {user_tables[0].name} lists {len(users):,} users, the video table {len(videos):,} videos; "
+              f"encoded in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return dataset
 
 

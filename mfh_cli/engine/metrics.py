@@ -35,7 +35,8 @@ def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) ->
 
 
 def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> dict:
-    """One cell: {"metric", "value", "rows", "reason"}; value None with the reason when it can't be computed."""
+    """One cell: {"metric", "value", "rows", "reason"} and, for AUC, "positives" (the report flags cells with too
+    few of either class); value None with the reason when it can't be computed."""
     metric = METRIC_OF_KIND[kind]
     predictions, labels = _numpy(predictions), _numpy(labels)
     rows = int(labels.size)
@@ -45,11 +46,9 @@ def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch
         error = predictions.astype(np.float64) - labels.astype(np.float64)
         return {"metric": metric, "value": float(np.dot(error, error) / rows), "rows": rows, "reason": None}
     value = auc(predictions, labels)
-    if value is None:
-        positives = int((labels > 0.5).sum())
-        return {"metric": metric, "value": None, "rows": rows,
-                "reason": f"single class ({positives} positives in {rows} rows)"}
-    return {"metric": metric, "value": value, "rows": rows, "reason": None}
+    positives = int((labels > 0.5).sum())
+    reason = None if value is not None else f"single class ({positives} positives in {rows} rows)"
+    return {"metric": metric, "value": value, "rows": rows, "positives": positives, "reason": reason}
 
 
 def group_metrics(predictions: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, group: torch.Tensor,

@@ -1,6 +1,7 @@
-"""Seeds → one cell per (group, variant, task): mean, 95% t interval, relative change against the reference with
-its paired interval, direction, a paired t-test over seeds and the verdict (SPEC §4, report/verdicts.py). The
-result is the one tidy table every output is rendered from."""
+"""Seeds → one cell per (group, variant, task): mean, 95% interval (on the scale where the metric is unbounded),
+relative change against the reference with its paired interval, direction, a paired t-test over seeds, the verdict
+(SPEC §4, report/verdicts.py) and the small-sample flags. The result is the one tidy table every output is rendered
+from (docs/statistics.md)."""
 
 from __future__ import annotations
 
@@ -16,10 +17,49 @@ SIGNIFICANCE = ALPHA
 CELL = ["group", "task", "metric"]
 PAIRED_COLUMNS = ["n_pairs", "difference_mean", "difference_sd", "paired_reference_mean"]
 TIDY_COLUMNS = ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high", "n_seeds", "relative_change",
-                "p_value", "significant", "better", "paper_value", "paper_change", "reason",
+                "p_value", "significant", "better", "paper_value", "paper_change", "reason", "small_sample",
+                "oracle_below",
                 "change_ci_low", "change_ci_high", "p_adjusted", "detectable_change", "seeds_needed", "verdict",
                 "n_pairs", "difference_mean", "difference_sd", "paired_reference_mean", "paper_change_as_ours",
                 "p_paper", "p_paper_adjusted", "inference"]
+
+
+# An AUC cell whose test rows hold fewer positives (or negatives) than this prints no number: with k positives one
+# row moves the AUC by up to 1/k, more than 0.1 below 10, larger than any effect the tables ask about.
+MIN_CLASS_ROWS = 10
+
+
+def _logit(values: np.ndarray) -> np.ndarray:
+    return np.log(values) - np.log1p(-values)
+
+
+def _expit(values: np.ndarray) -> np.ndarray:
+    return 1 / (1 + np.exp(-values))
+
+
+# The scale on which a metric's per-seed values are unbounded (AUC in (0, 1): logit; MSE above 0: log) and back.
+# A cell's interval is the t interval of the mean there, mapped back: it never leaves what the metric can take.
+METRIC_SCALES = {"auc": (_logit, _expit), "mse": (np.log, np.exp)}
+
+
+def to_unbounded(values: pd.Series, metric: pd.Series) -> pd.Series:
+    """Each value on its metric's unbounded scale; NaN for a value on or beyond the metric's bounds."""
+    scaled = pd.Series(np.nan, index=values.index)
+    for name, (forward, _) in METRIC_SCALES.items():
+        rows = metric == name
+        with np.errstate(divide="ignore", invalid="ignore"):
+            scaled[rows] = forward(values[rows].to_numpy(float))
+    return scaled.where(np.isfinite(scaled))
+
+
+def bounded_interval(scaled_mean: pd.Series, scaled_std: pd.Series, count: pd.Series,
+                     metric: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """The 95% interval of a cell's mean: the t interval on the metric's unbounded scale, mapped back."""
+    low, high = t_interval(scaled_mean, scaled_std, count)
+    for name, (_, backward) in METRIC_SCALES.items():
+        rows = metric == name
+        low[rows], high[rows] = backward(low[rows].to_numpy(float)), backward(high[rows].to_numpy(float))
+    return low, high
 
 
 def relative_change(value: np.ndarray | float, reference: np.ndarray | float) -> np.ndarray:
@@ -45,12 +85,19 @@ def t_interval(mean: pd.Series, std: pd.Series, count: pd.Series) -> tuple[pd.Se
 def summarise(study: StudyResults) -> pd.DataFrame:
     """The tidy table of a study (TIDY_COLUMNS) with verdicts against no paper; `paper.attach_paper` then fills
     the paper columns and decides again."""
-    runs = study.runs
+    runs = study.runs.assign(scaled=lambda frame: to_unbounded(frame["value"], frame["metric"]))
     cells = (runs.groupby(["group", "variant", "task", "metric"], sort=False)
-             .agg(mean=("value", "mean"), std=("value", "std"), n_seeds=("value", "count"),
-                  n_runs=("value", "size"), reason=("reason", _first_reason))
+             .agg(mean=("value", "mean"), n_seeds=("value", "count"), n_runs=("value", "size"),
+                  reason=("reason", _first_reason), scaled_mean=("scaled", "mean"), scaled_std=("scaled", "std"),
+                  n_scaled=("scaled", "count"), positives=("positives", "min"), negatives=("negatives", "min"))
              .reset_index())
-    cells["ci_low"], cells["ci_high"] = t_interval(cells["mean"], cells["std"], cells["n_seeds"])
+    # A seed whose value sits on the metric's bound has no place on the unbounded scale: no interval then.
+    scaled_std = cells["scaled_std"].where(cells["n_scaled"] == cells["n_seeds"])
+    cells["ci_low"], cells["ci_high"] = bounded_interval(cells["scaled_mean"], scaled_std, cells["n_seeds"],
+                                                         cells["metric"])
+    cells["small_sample"] = [small_sample(metric, positives, negatives) for metric, positives, negatives
+                             in zip(cells["metric"], cells["positives"], cells["negatives"])]
+    cells["oracle_below"] = oracle_below(cells)
 
     reference_means = (cells.loc[cells["variant"] == study.reference, CELL + ["mean"]]
                        .rename(columns={"mean": "reference_mean"}))
@@ -70,6 +117,28 @@ def summarise(study: StudyResults) -> pd.DataFrame:
                                         missing_seeds.astype(str) + " of " + cells["n_runs"].astype(str)
                                         + " seeds: " + cells["reason"]))
     return decide(_ordered(cells, study))[TIDY_COLUMNS]
+
+
+def small_sample(metric: str, positives: float, negatives: float) -> str:
+    """'too few positives (k in test)' (or negatives) for an AUC cell below MIN_CLASS_ROWS of a class, else ''."""
+    if metric != "auc":
+        return ""
+    for name, count in (("positives", positives), ("negatives", negatives)):
+        if count < MIN_CLASS_ROWS:  # NaN (not recorded) compares False
+            return f"too few {name} ({int(count)} in test)"
+    return ""
+
+
+def oracle_below(cells: pd.DataFrame) -> pd.Series:
+    """On the oracle's rows, the variants whose mean beats the oracle's in that cell (comma-separated, else ''):
+    the true expectations cannot be beaten, so this is the test rows' small-sample noise."""
+    flags = pd.Series("", index=cells.index)
+    models = cells[cells["variant"] != ORACLE]
+    for position, oracle in cells[cells["variant"] == ORACLE].iterrows():
+        same = models[(models[CELL] == oracle[CELL]).all(axis=1)]
+        beats = same["mean"] < oracle["mean"] if LOWER_IS_BETTER[oracle["metric"]] else same["mean"] > oracle["mean"]
+        flags[position] = ", ".join(same.loc[beats, "variant"])
+    return flags
 
 
 def _first_reason(reasons: pd.Series) -> str:

@@ -11,13 +11,15 @@ import pandas as pd
 from rich.console import Console
 
 from mfh_cli.errors import ConfigError
-from mfh_cli.report.aggregate import summarise
+from mfh_cli.report.aggregate import MIN_CLASS_ROWS, summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
-from mfh_cli.report.figures import (mechanism_figure, mechanism_series, overfitting_series, ratio_line,
-                                    write_figure, write_overfitting_figure)
+from mfh_cli.report.figures import (BASELINE, MODEL, mechanism_figure, mechanism_series, overfitting_figure,
+                                    overfitting_improvements, overfitting_line, overfitting_series,
+                                    overfitting_summary, overfitting_title, write_figure)
 from mfh_cli.report.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
-from mfh_cli.report.render import study_latex, study_markdown, study_rich_table, verdict_rich_table
+from mfh_cli.report.render import (ORACLE_BELOW_MARK, study_latex, study_markdown, study_rich_tables,
+                                   verdict_rich_table)
 from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, verdict_line
 
 FORMATS = ("table", "csv", "markdown", "latex")
@@ -35,18 +37,23 @@ class ReportSummary:
 
 
 def run_report(results_dir: Path, study: str | None = None, dataset: str | None = None, fmt: str = "table",
-               paper: bool = True, console: Console | None = None) -> ReportSummary:
+               paper: bool = True, console: Console | None = None, output: Path | None = None) -> ReportSummary:
     """Report every study (or `study`) on every dataset found (or `dataset`): write
     results/tables/<study>[_<dataset>].{csv,md,tex} (the dataset suffix only when the study has several) and,
-    for a study with a focus, results/figures/<study>[_<dataset>].{png,csv}; print the tables in `fmt`."""
+    for a study with a focus, results/figures/<study>[_<dataset>].{png,pdf,csv}; print the tables in `fmt` (csv:
+    one tidy CSV over every study, with study, dataset and table columns), or with `output` write each study's
+    table in `fmt` to output/<stem>.<csv|md|tex> instead."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown report format '{fmt}': choose one of {', '.join(FORMATS)}")
+    if output is not None and fmt == "table":
+        raise ConfigError("--output writes files: give it with --format csv, markdown or latex")
     results_dir = Path(results_dir)
     console = console or Console(width=max(Console().width, 140))
     side_console = console if fmt == "table" else Console(stderr=True)  # keeps csv/markdown/latex stdout clean
     studies = find_studies(results_dir, study, dataset)
     summary = ReportSummary()
     sweeps: dict[tuple[str, str], list[tuple[StudyResults, pd.DataFrame]]] = {}
+    csv_frames = []
     for found in studies:
         several_datasets = len(datasets_of(results_dir, found.name)) > 1
         stem = f"{found.name}_{found.dataset}" if several_datasets else found.name
@@ -62,29 +69,58 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
         summary.verdicts.append(verdicts)
         controls = control_lines(found, tidy)
         summary.controls += controls
-        notes = table_notes(found, tidy, beside_paper) + [verdicts, *controls] + ([agreement] if agreement else [])
-        texts = {"md": study_markdown(tidy, title, beside_paper, notes),
+        figure = _overfitting_figure(found, results_dir, stem) if found.focus else None
+        notes = (table_notes(found, tidy, beside_paper) + ([figure.line] if figure else []) + [verdicts, *controls]
+                 + ([agreement] if agreement else []))
+        table_frame = csv_frame(found, tidy, figure.summary if figure else None)
+        texts = {"csv": table_frame.to_csv(index=False),
+                 "md": study_markdown(tidy, title, beside_paper, notes),
                  "tex": study_latex(tidy, title, beside_paper, notes)}
-        summary.files.append(_write_csv(tidy, results_dir / "tables" / f"{stem}.csv"))
         summary.files += [write_text_atomically(results_dir / "tables" / f"{stem}.{suffix}", text)
                           for suffix, text in texts.items()]
+        suffix = {"csv": "csv", "markdown": "md", "latex": "tex"}.get(fmt)
         if fmt == "table":
-            console.print(study_rich_table(tidy, title, beside_paper))
+            for table in study_rich_tables(tidy, title, beside_paper, console.width):
+                console.print(table)
             console.print(verdict_rich_table(tidy, f"{title}: what each cell establishes"))
-        elif fmt == "csv":
-            console.out(tidy.to_csv(index=False), end="", highlight=False)
+        elif output is not None:
+            path = write_text_atomically(Path(output) / f"{stem}.{suffix}", texts[suffix])
+            side_console.print(f"table: {path}", markup=False, highlight=False)
+        elif fmt == "csv":  # printed once, after every study: one header
+            csv_frames.append(table_frame)
         else:  # markdown and LaTeX carry their notes inside the rendered text
-            console.out(texts["md" if fmt == "markdown" else "tex"], highlight=False)
+            console.out(texts[suffix], highlight=False)
         for note in notes if fmt in ("table", "csv") else []:
             side_console.print(f"note: {note}", markup=False, highlight=False)
-        if found.focus:
-            summary.files += _overfitting_figure(found, results_dir, stem, side_console)
+        if figure:
+            summary.files += figure.files
+            side_console.print(f"figure: {figure.files[0]}", markup=False, highlight=False)
         if found.info.get("sweep"):
             sweeps.setdefault((found.info["sweep"]["study"], found.dataset), []).append((found, tidy))
+    if csv_frames:
+        console.out(pd.concat(csv_frames, ignore_index=True).to_csv(index=False), end="", highlight=False)
     for (name, dataset_name), settings in sweeps.items():
         if study in (None, "all", name):  # a report of one setting alone does not redraw the sweep's figure
             summary.files += _sweep_figure(name, dataset_name, settings, results_dir)
     return summary
+
+
+def csv_frame(study: StudyResults, tidy: pd.DataFrame, figure_summary: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The tidy table as its CSV holds it: `study`, `dataset` and `table` (the study's title) first, so that the
+    tables of several studies concatenate into one frame; a study with a figure adds the figure's summary, one row
+    per quantity (`metric` gap, train_impr, test_impr, ratio; mean and 95% interval over seeds)."""
+    frames = [tidy]
+    if figure_summary is not None:
+        focus = study.focus or {}
+        frames.append(pd.DataFrame({"group": focus.get("group"), "variant": MODEL, "task": focus.get("task"),
+                                    "metric": figure_summary["quantity"], "mean": figure_summary["mean"],
+                                    "ci_low": figure_summary["ci_low"], "ci_high": figure_summary["ci_high"],
+                                    "n_seeds": figure_summary["n_seeds"],
+                                    "reason": [f"Figure 1 over {steps} steps vs {BASELINE}" for steps
+                                               in figure_summary["steps"]]}))
+    frame = pd.concat(frames, ignore_index=True)[tidy.columns]
+    return frame.assign(study=study.name, dataset=study.dataset, table=study.title)[
+        ["study", "dataset", "table", *tidy.columns]]
 
 
 def sweep_figure(results_dir: Path, name: str, dataset: str) -> list[Path]:
@@ -113,7 +149,8 @@ def _title(study: StudyResults) -> str:
 def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> list[str]:
     """The footnotes of a study table: how to read it, what could not be computed, what the paper columns are."""
     seeds = study.runs["seed"].nunique()
-    notes = [f"value = mean over seeds ± half-width of the 95% t interval; change = (variant − "
+    notes = [f"value = mean over seeds [95% interval: t interval of the mean logit AUC or log MSE over seeds, "
+             f"mapped back, so it stays inside what the metric can take]; change = (variant − "
              f"{study.reference}) / {study.reference} × 100 (SPEC §4), lower MSE and higher AUC are better; "
              f"* = paired t-test over seeds, Holm-corrected over the table's cells, p < {ALPHA:g}",
              f"verdicts (SPEC §4, docs/statistics.md): interval = paired 95% t interval of the change in this "
@@ -131,6 +168,13 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
         notes.append("one seed only: no interval and no paired test (run more seeds for error bars)")
     if ORACLE in set(tidy["variant"]):
         notes.append("oracle = the simulator's true expectations, an upper bound; its change is not tested")
+    if (tidy["small_sample"] != "").any():
+        notes.append(f"too few positives (k in test): an AUC cell whose test rows hold fewer than {MIN_CLASS_ROWS} "
+                     f"positives (or negatives) shows no number, since one row moves its AUC by up to 1/k; its "
+                     f"verdict rests on that noise (docs/statistics.md)")
+    notes += [f"{ORACLE_BELOW_MARK} {row.group}/{row.task}: the oracle (the true expectations) scores worse than "
+              f"{row.oracle_below}: small-sample noise of the test rows, not a model beating the truth"
+              for row in tidy[tidy["oracle_below"] != ""].itertuples(index=False)]
     # Cells with no value at all say why in the cell itself; partly missing ones are explained here.
     missing = tidy[(tidy["reason"] != "") & (tidy["n_seeds"] > 0)]
     notes += [f"{row.group}/{row.variant}/{row.task}: {row.reason}" for row in missing.itertuples(index=False)]
@@ -171,12 +215,23 @@ def _write_csv(tidy: pd.DataFrame, path: Path) -> Path:
     return write_text_atomically(path, tidy.to_csv(index=False))
 
 
-def _overfitting_figure(study: StudyResults, results_dir: Path, stem: str, console: Console) -> list[Path]:
-    """Write the Figure-1 PNG and its series CSV and print the ratio line."""
-    series = overfitting_series(study, results_dir)
+@dataclass
+class OverfittingFigure:
+    """What Figure 1 produced: its summary over seeds (figures.SUMMARY_COLUMNS), its summary line, its files."""
+
+    summary: pd.DataFrame
+    line: str
+    files: list[Path]
+
+
+def _overfitting_figure(study: StudyResults, results_dir: Path, stem: str) -> OverfittingFigure:
+    """Write Figure 1 (PNG and PDF) and its per-step series CSV; return its summary and summary line."""
+    improvements = overfitting_improvements(study, results_dir)
+    series, summary = overfitting_series(improvements), overfitting_summary(improvements)
     focus = study.focus
     figures = results_dir / "figures"
-    png = write_overfitting_figure(series, figures / f"{stem}.png",
-                                   f"{study.title} ({study.dataset})")
-    console.print(ratio_line(series, focus["task"], focus["group"]), markup=False, highlight=False)
-    return [png, _write_csv(series, figures / f"{stem}.csv")]
+    title = overfitting_title(focus["task"], focus["group"], study.dataset, int(summary["n_seeds"].iloc[0]))
+    drawn = overfitting_figure(series, summary, title)
+    files = [write_figure(drawn, figures / f"{stem}.{suffix}") for suffix in ("png", "pdf")]
+    return OverfittingFigure(summary, overfitting_line(summary, focus["task"], focus["group"]),
+                             files + [_write_csv(series, figures / f"{stem}.csv")])

@@ -27,7 +27,9 @@ class StudyResults:
     """One study on one dataset: its study.json and its test-split cells (one row per variant, seed, group, task)."""
 
     info: dict
-    runs: pd.DataFrame  # RUNS_COLUMNS (test split only) + `reason` (why `value` is NaN, else empty)
+    # RUNS_COLUMNS (test split only) + `reason` (why `value` is NaN, else empty) + `positives` and `negatives`
+    # (an AUC cell's test rows of each class, from the run's metrics.json; NaN when not recorded)
+    runs: pd.DataFrame
     directory: Path
 
     @property
@@ -114,7 +116,7 @@ def read_study(directory: Path, results_dir: Path | None = None) -> StudyResults
     if info["reference"] not in set(runs["variant"]):
         raise DataError(f"{path}: column 'variant' lacks the reference '{info['reference']}' named in study.json")
     results_dir = results_dir if results_dir is not None else directory.parents[2]
-    runs["reason"] = _missing_reasons(runs, results_dir)
+    runs["reason"], runs["positives"], runs["negatives"] = _cell_facts(runs, results_dir)
     return StudyResults(info=info, runs=runs, directory=directory)
 
 
@@ -230,18 +232,29 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return values.astype("float64")
 
 
-def _missing_reasons(runs: pd.DataFrame, results_dir: Path) -> list[str]:
-    """Why each empty `value` is empty: the run's metrics.json `reason` when readable, else 'not computable'."""
-    reasons = [""] * len(runs)
-    for position in runs.index[runs["value"].isna()]:
-        row = runs.loc[position]
-        metrics_path = results_dir / "runs" / row["run_id"] / "metrics.json"
-        reason = None
-        if metrics_path.is_file():
-            try:
-                cells = json.loads(metrics_path.read_text())["metrics"][REPORTED_SPLIT]
-                reason = cells[row["group"]][row["task"]].get("reason")
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
-                reason = None
-        reasons[position] = reason or NOT_COMPUTABLE
-    return reasons
+def _cell_facts(runs: pd.DataFrame, results_dir: Path) -> tuple[list[str], list[float], list[float]]:
+    """From each run's metrics.json (read once per run): why an empty `value` is empty (its `reason`, else 'not
+    computable'), and an AUC cell's positive and negative test rows (NaN where the file does not record them)."""
+    cells_of: dict[str, dict] = {}
+    reasons, positives, negatives = [], [], []
+    for row in runs.itertuples(index=False):
+        if row.run_id not in cells_of:
+            cells_of[row.run_id] = _test_cells(results_dir / "runs" / row.run_id / "metrics.json")
+        group_cells = cells_of[row.run_id].get(row.group)
+        cell = group_cells.get(row.task) if isinstance(group_cells, dict) else None
+        cell = cell if isinstance(cell, dict) else {}
+        reason = cell.get("reason") or NOT_COMPUTABLE if pd.isna(row.value) else ""
+        counted = isinstance(cell.get("positives"), int) and isinstance(cell.get("rows"), int)
+        reasons.append(reason)
+        positives.append(float(cell["positives"]) if counted else float("nan"))
+        negatives.append(float(cell["rows"] - cell["positives"]) if counted else float("nan"))
+    return reasons, positives, negatives
+
+
+def _test_cells(metrics_path: Path) -> dict:
+    """{group: {task: cell}} of a run's test split; empty when the file is absent or unreadable."""
+    try:
+        cells = json.loads(metrics_path.read_text())["metrics"][REPORTED_SPLIT]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError):
+        return {}
+    return cells if isinstance(cells, dict) else {}

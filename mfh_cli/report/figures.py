@@ -1,5 +1,7 @@
-"""The paper's Figure 1, mitigation of local overfitting (SPEC §4): along training, `train_impr` and `test_impr`,
-the relative reduction of mfh's loss against flat's on the study's focus task and group, and their ratio."""
+"""The paper's Figure 1, local overfitting (SPEC §4): along training, `train_impr` and `test_impr`, the relative
+reduction of mfh's loss against flat's on the study's focus task and group, their generalisation gap
+test_impr − train_impr (the primary figure) and their ratio (only where train_impr > 0), each with its 95% interval
+over seeds; and the mechanism sweep's figure."""
 
 from __future__ import annotations
 
@@ -10,18 +12,25 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from mfh_cli.errors import DataError
-from mfh_cli.report.aggregate import relative_change
+from mfh_cli.report.aggregate import relative_change, t_interval
 from mfh_cli.report.collect import ORACLE, StudyResults, read_history
 from mfh_cli.report.files import write_atomically
 
 MODEL, BASELINE = "mfh", "flat"  # Figure 1 compares MFH 12-task with flat 12-task
 PAPER_RATIO = 2.5  # "the test error is reduced much more than the training error, about 2.5 times higher"
-SERIES_COLUMNS = ["step", "epoch", "train_impr", "test_impr", "ratio", "n_seeds"]
+# Figure 1's quantities, the primary one (SPEC §4) first, and how each is labelled.
+QUANTITIES = {"gap": "generalisation gap test_impr − train_impr (points)",
+              "train_impr": "train_impr: reduction of training log loss (%)",
+              "test_impr": "test_impr: reduction of test log loss (%)",
+              "ratio": "ratio test_impr / train_impr (where train_impr > 0)"}
+SERIES_COLUMNS = ["step", "epoch", *(f"{name}{suffix}" for name in QUANTITIES
+                                     for suffix in ("", "_ci_low", "_ci_high")), "n_seeds"]
+SUMMARY_COLUMNS = ["quantity", "mean", "ci_low", "ci_high", "n_seeds", "steps"]
 
 
-def overfitting_series(study: StudyResults, results_dir: Path) -> pd.DataFrame:
-    """Per history step: train_impr and test_impr = (flat − mfh) / flat × 100 of the loss, paired by seed and
-    averaged over seeds, their ratio test_impr / train_impr, and the number of seeds (SERIES_COLUMNS)."""
+def overfitting_improvements(study: StudyResults, results_dir: Path) -> pd.DataFrame:
+    """Per seed and history step: train_impr and test_impr = (flat − mfh) / flat × 100 of the focus loss (same
+    seed), gap = test_impr − train_impr, and ratio = test_impr / train_impr where train_impr > 0 (else NaN)."""
     focus = study.focus or {}
     task, group = focus.get("task"), focus.get("group")
     if not task or not group:
@@ -37,15 +46,48 @@ def overfitting_series(study: StudyResults, results_dir: Path) -> pd.DataFrame:
     losses = histories.set_index(["seed", "split", "step", "variant"])["loss"].unstack("variant").dropna()
     # Relative reduction of the loss = minus the relative change of mfh against flat (SPEC §4).
     losses["improvement"] = -relative_change(losses[MODEL], losses[BASELINE])
-    per_step = losses.groupby(["split", "step"])["improvement"].agg(["mean", "count"]).unstack("split").dropna()
-    if per_step.empty or not {"train", "test"} <= set(per_step.columns.get_level_values("split")):
+    per_seed = losses["improvement"].unstack("split").dropna()
+    if per_seed.empty or not {"train", "test"} <= set(per_seed.columns):
         raise DataError(f"{results_dir / 'runs'}: no history step where {MODEL} and {BASELINE} (same seed) both "
                         f"logged train and test loss for {task}/{group}")
-    series = pd.DataFrame({"train_impr": per_step[("mean", "train")], "test_impr": per_step[("mean", "test")],
-                           "n_seeds": per_step["count"].min(axis=1).astype("int64")}).reset_index()
-    series["ratio"] = series["test_impr"] / series["train_impr"].where(series["train_impr"] != 0)
-    series["epoch"] = series["step"].map(histories.groupby("step")["epoch"].max())
+    improvements = pd.DataFrame({"train_impr": per_seed["train"], "test_impr": per_seed["test"]}).reset_index()
+    improvements["gap"] = improvements["test_impr"] - improvements["train_impr"]
+    improvements["ratio"] = improvements["test_impr"] / improvements["train_impr"].where(
+        improvements["train_impr"] > 0)
+    improvements["epoch"] = improvements["step"].map(histories.groupby("step")["epoch"].max())
+    return improvements
+
+
+def overfitting_series(improvements: pd.DataFrame) -> pd.DataFrame:
+    """Per step, each quantity's mean over seeds and its 95% t interval (SERIES_COLUMNS); a step's ratio only
+    where train_impr > 0 in every seed."""
+    steps = improvements.groupby(["step", "epoch"])
+    series = steps.size().rename("n_seeds").reset_index()
+    for name in QUANTITIES:
+        statistics = steps[name].agg(["mean", "std", "count"]).reset_index(drop=True)
+        complete = statistics["count"] == series["n_seeds"]
+        low, high = t_interval(statistics["mean"], statistics["std"], statistics["count"])
+        series[name], series[f"{name}_ci_low"], series[f"{name}_ci_high"] = (
+            column.where(complete) for column in (statistics["mean"], low, high))
     return series[SERIES_COLUMNS]
+
+
+def overfitting_summary(improvements: pd.DataFrame) -> pd.DataFrame:
+    """Each quantity over training (SUMMARY_COLUMNS): its mean over the steps within each seed, then the mean and
+    95% t interval over seeds. The ratio is that of a seed's mean improvements, and only where every seed's mean
+    train_impr is above 0 (SPEC §4: its sign misleads otherwise)."""
+    per_seed = improvements.groupby("seed")[["train_impr", "test_impr", "gap"]].mean()
+    per_seed["ratio"] = per_seed["test_impr"] / per_seed["train_impr"].where(per_seed["train_impr"] > 0)
+    seeds = len(per_seed)
+    mean, std = per_seed.mean(), per_seed.std()
+    count = per_seed.count()
+    low, high = t_interval(mean, std, count)
+    complete = count == seeds
+    summary = pd.DataFrame({"quantity": list(QUANTITIES), "mean": mean.where(complete)[list(QUANTITIES)].to_numpy(),
+                            "ci_low": low.where(complete)[list(QUANTITIES)].to_numpy(),
+                            "ci_high": high.where(complete)[list(QUANTITIES)].to_numpy(), "n_seeds": seeds,
+                            "steps": improvements["step"].nunique()})
+    return summary[SUMMARY_COLUMNS]
 
 
 def _focus_history(results_dir: Path, run, task: str, group: str) -> pd.DataFrame:
@@ -60,35 +102,75 @@ def _focus_history(results_dir: Path, run, task: str, group: str) -> pd.DataFram
     return history.assign(variant=run.variant, seed=run.seed)
 
 
-def ratio_line(series: pd.DataFrame, task: str, group: str) -> str:
-    """One line comparing the mean ratio test_impr / train_impr with the paper's ≈ 2.5."""
-    ratios = series["ratio"].replace([np.inf, -np.inf], np.nan).dropna()
-    ratio_of_means = series["test_impr"].mean() / series["train_impr"].mean()
-    return (f"overfitting ({task}, {group} users): test_impr / train_impr = {ratios.mean():.2f} on average over "
-            f"{len(ratios)} steps (ratio of the mean improvements {ratio_of_means:.2f}, mean train_impr "
-            f"{series['train_impr'].mean():+.2f}%, test_impr {series['test_impr'].mean():+.2f}%, "
-            f"{int(series['n_seeds'].min())} seed(s)); the paper saw ≈ {PAPER_RATIO}")
+def _estimate(summary: pd.DataFrame, quantity: str, unit: str) -> str:
+    """'+17.90 points [+5.10, +30.70]': a summary quantity with its interval (none with one seed)."""
+    row = summary.set_index("quantity").loc[quantity]
+    if np.isnan(row["mean"]):
+        return "not shown"
+    interval = "" if np.isnan(row["ci_low"]) else f" [{row['ci_low']:+.2f}, {row['ci_high']:+.2f}]"
+    return f"{row['mean']:+.2f}{unit}{interval}"
 
 
-def write_overfitting_figure(series: pd.DataFrame, path: Path, title: str) -> Path:
-    """A PNG like the paper's Figure 1: train_impr and test_impr as lines, their ratio as bars."""
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
-    ratio_axis = figure.add_subplot()
+def overfitting_finding(summary: pd.DataFrame) -> str:
+    """What Figure 1 measured, decided by the gap's 95% interval over seeds (SPEC §4: the primary figure)."""
+    gap = summary.set_index("quantity").loc["gap"]
+    if np.isnan(gap["ci_low"]):
+        return f"{MODEL} against {BASELINE}, one seed: no interval, nothing decided"
+    if gap["ci_low"] > 0:
+        return f"{MODEL} generalises better than {BASELINE} (gap above 0)"
+    if gap["ci_high"] < 0:
+        return f"{MODEL} generalises worse than {BASELINE} (gap below 0)"
+    return f"no difference in generalisation shown between {MODEL} and {BASELINE} (gap interval spans 0)"
+
+
+def overfitting_line(summary: pd.DataFrame, task: str, group: str) -> str:
+    """Figure 1's summary line: the finding, the gap, train_impr, test_impr and the ratio, with intervals."""
+    first = summary.iloc[0]
+    ratio = summary.set_index("quantity").loc["ratio"]
+    ratio_text = (f"test_impr / train_impr = {_estimate(summary, 'ratio', '')}" if not np.isnan(ratio["mean"]) else
+                  "test_impr / train_impr not shown: a seed's mean train_impr is ≤ 0, so the ratio's sign misleads "
+                  "(SPEC §4)")
+    return (f"Figure 1 ({task}, {group} users; {int(first['n_seeds'])} seed(s), {int(first['steps'])} steps, "
+            f"mean over steps then 95% interval over seeds): {overfitting_finding(summary)}; generalisation gap "
+            f"test_impr − train_impr = {_estimate(summary, 'gap', ' points')}; train_impr "
+            f"{_estimate(summary, 'train_impr', '%')}, test_impr {_estimate(summary, 'test_impr', '%')}; "
+            f"{ratio_text}; the paper saw a ratio ≈ {PAPER_RATIO}")
+
+
+def overfitting_title(task: str, group: str, dataset: str, seeds: int) -> str:
+    """Figure 1's first title line: what is compared, where, on how many seeds (the finding follows it)."""
+    return f"Figure 1: {MODEL} against {BASELINE}, {task} for {group} users ({dataset}, {seeds} seed(s))"
+
+
+def overfitting_figure(series: pd.DataFrame, summary: pd.DataFrame, title: str) -> Figure:
+    """Figure 1 as four panels sharing the step axis, each quantity on its own axis with its own zero: mean over
+    seeds ± 95% interval per step; the paper's ratio marked on the ratio panel only; the legend below the panels."""
+    figure = Figure(figsize=(11, 7.5), layout="constrained")
+    axes = figure.subplots(2, 2, sharex=True).ravel()
     steps = series["step"].to_numpy(float)
-    width = 0.6 * (np.diff(steps).min() if len(steps) > 1 else max(steps[0], 1.0))
-    ratio_axis.bar(steps, series["ratio"].fillna(0), width=width, color="0.8", label="test_impr / train_impr")
-    ratio_axis.axhline(PAPER_RATIO, color="0.5", linestyle=":", linewidth=1, label=f"paper ≈ {PAPER_RATIO}")
-    ratio_axis.set_xlabel("training step")
-    ratio_axis.set_ylabel("ratio test_impr / train_impr")
-    improvement_axis = ratio_axis.twinx()
-    improvement_axis.plot(steps, series["train_impr"], marker="o", color="tab:blue", label="train_impr")
-    improvement_axis.plot(steps, series["test_impr"], marker="s", color="tab:orange", label="test_impr")
-    improvement_axis.axhline(0, color="0.3", linewidth=0.5)
-    improvement_axis.set_ylabel("improvement of mfh over flat (%)")
-    handles = [*ratio_axis.get_legend_handles_labels()[0], *improvement_axis.get_legend_handles_labels()[0]]
-    improvement_axis.legend(handles=handles, loc="upper left", fontsize="small")
-    ratio_axis.set_title(title)
-    return write_figure(figure, path)
+    for axis, (name, label) in zip(axes, QUANTITIES.items()):
+        means = series[name].to_numpy(float)
+        error = np.abs(np.vstack([means - series[f"{name}_ci_low"], series[f"{name}_ci_high"] - means]))
+        shown = ~np.isnan(means)
+        if shown.any():
+            axis.errorbar(steps[shown], means[shown], yerr=np.nan_to_num(error[:, shown]), marker="o", markersize=4,
+                          capsize=3, color="tab:blue", label="mean over seeds ± 95% interval")
+        axis.axhline(0, color="0.3", linewidth=0.7)
+        axis.set_title(label, fontsize="medium")
+    for axis in axes[2:]:
+        axis.set_xlabel("training step")
+    ratio_axis = axes[list(QUANTITIES).index("ratio")]
+    ratio_axis.axhline(PAPER_RATIO, color="tab:red", linestyle=":", linewidth=1.2,
+                       label=f"paper ≈ {PAPER_RATIO} (ratio only)")
+    if series["ratio"].isna().all():
+        ratio_axis.text(0.5, 0.5, "no step with train_impr > 0 in every seed:\nno ratio (SPEC §4)",
+                        transform=ratio_axis.transAxes, ha="center", va="center", color="0.4")
+    handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels())}
+    figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize="small")
+    figure.suptitle(f"{title}\n{overfitting_finding(summary)}:\ngap {_estimate(summary, 'gap', ' points')} "
+                    f"(mean over {int(summary['steps'].iloc[0])} steps, 95% interval over "
+                    f"{int(summary['n_seeds'].iloc[0])} seeds)", fontsize="medium")
+    return figure
 
 
 # --- The mechanism sweep (issue "verdicts", conf/study/mechanism.yaml): when does sharing along two facets help? ---

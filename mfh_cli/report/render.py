@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -57,6 +58,7 @@ def emit(frame: pd.DataFrame, fmt: str, title: str | None = None, notes: list[st
 # (colour, in the terminal only, repeats the direction; it is never the only carrier of information).
 
 SIGNIFICANT_MARK = "*"
+ORACLE_BELOW_MARK = "†"  # an oracle cell that a model beats: small-sample noise (aggregate.oracle_below)
 DIRECTION_STYLES = {True: "green", False: "red"}
 
 
@@ -86,11 +88,15 @@ def _study_cell(row) -> StudyCell:
         return StudyCell("no result", "", None, "")
     if row.n_seeds == 0:
         value = f"n/a: {row.reason}"
-    elif np.isnan(row.ci_low):
+    elif row.small_sample:  # too few positives: no number (docs/statistics.md)
+        value = row.small_sample
+    elif np.isnan(row.ci_low) or row.ci_low == row.ci_high:  # one seed, or every seed the same value
         value = f"{row.mean:.4f}"
-    else:
-        value = f"{row.mean:.4f} ± {(row.ci_high - row.ci_low) / 2:.4f}"
-    if np.isnan(row.relative_change):
+    else:  # the interval is not symmetric around the mean (aggregate.METRIC_SCALES)
+        value = f"{row.mean:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]"
+    if row.oracle_below:
+        value += f" {ORACLE_BELOW_MARK}"
+    if np.isnan(row.relative_change) or row.small_sample:
         change = ""
     else:  # an exact tie has no sign to print; anything else always shows its sign
         change = "0.00%" if row.relative_change == 0 else f"{row.relative_change:+.2f}%"
@@ -115,26 +121,59 @@ def _cells(cell: StudyCell, paper: bool) -> list[str]:
     return [_joined(cell), cell.paper] if paper else [_joined(cell)]
 
 
-def study_rich_table(tidy: pd.DataFrame, title: str, paper: bool) -> Table:
-    """The terminal rendering: group on its block's first row, changes coloured by direction for the metric."""
+def study_rich_tables(tidy: pd.DataFrame, title: str, paper: bool, width: int) -> list[Table]:
+    """The terminal rendering, split into tables of whole task columns that each fit `width` columns (a wide table
+    wraps every cell over several lines otherwise; the files keep the full table): group on its block's first row,
+    changes coloured by direction for the metric."""
     labels, rows = study_layout(tidy)
-    table = Table(title=title, show_lines=False)
-    table.add_column("group")
-    table.add_column("variant")
-    for name in _header(labels, paper):
-        table.add_column(name, justify="right", style="dim" if name.endswith(" paper") else None)
-    for position, (group, variant, cells) in enumerate(rows):
-        first_of_block = position == 0 or rows[position - 1][0] != group
-        last_of_block = position == len(rows) - 1 or rows[position + 1][0] != group
-        rendered = []
-        for cell in cells:
-            text = Text(cell.value)
-            if cell.change:
-                text.append(" ")
-                text.append(cell.change, style=DIRECTION_STYLES.get(cell.better))
-            rendered += [text, cell.paper] if paper else [text]
-        table.add_row(group if first_of_block else "", variant, *rendered, end_section=last_of_block)
-    return table
+    texts = [[_rich_cell(cell) for cell in cells] for _, _, cells in rows]
+    fixed = sum(_column_width(name, [row[index] for row in rows]) for index, name in enumerate(("group", "variant")))
+    task_widths = [sum(_column_width(name, [_cells(row[2][task], paper)[position] for row in rows])
+                       for position, name in enumerate(_header([label], paper)))
+                   for task, label in enumerate(labels)]
+    chunks = _fit(task_widths, width - fixed - 1)
+    tables = []
+    for number, chunk in enumerate(chunks, start=1):
+        part = f" ({number}/{len(chunks)})" if len(chunks) > 1 else ""
+        table = Table(title=f"{title}{part}", show_lines=False)
+        table.add_column("group")
+        table.add_column("variant")
+        for name in _header([labels[task] for task in chunk], paper):
+            table.add_column(name, justify="right", style="dim" if name.endswith(" paper") else None)
+        for position, (group, variant, cells) in enumerate(rows):
+            first_of_block = position == 0 or rows[position - 1][0] != group
+            last_of_block = position == len(rows) - 1 or rows[position + 1][0] != group
+            rendered = [text for task in chunk
+                        for text in ([texts[position][task], cells[task].paper] if paper else [texts[position][task]])]
+            table.add_row(group if first_of_block else "", variant, *rendered, end_section=last_of_block)
+        tables.append(table)
+    return tables
+
+
+def _rich_cell(cell: StudyCell) -> Text:
+    text = Text(cell.value)
+    if cell.change:
+        text.append(" ")
+        text.append(cell.change, style=DIRECTION_STYLES.get(cell.better))
+    return text
+
+
+def _column_width(header: str, texts: list) -> int:
+    """Columns a rich table column takes: its widest text, one space of padding either side and a border."""
+    return max(cell_len(str(text)) for text in [header, *texts]) + 3
+
+
+def _fit(widths: list[int], room: int) -> list[list[int]]:
+    """Consecutive column indices packed into as few groups as fit `room` (a column wider than `room` alone)."""
+    chunks: list[list[int]] = [[]]
+    used = 0
+    for index, width in enumerate(widths):
+        if chunks[-1] and used + width > room:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(index)
+        used += width
+    return chunks
 
 
 VERDICT_HEADER = ["group", "variant", "task", "change", "95% interval (per cell)", "p (Holm)", "detectable",
@@ -152,7 +191,8 @@ def verdict_rows(tidy: pd.DataFrame) -> list[list[str]]:
                      "—" if np.isnan(row.relative_change) else f"{row.relative_change:+.2f}%", interval,
                      "—" if np.isnan(row.p_adjusted) else f"{row.p_adjusted:.3f}",
                      "—" if np.isnan(row.detectable_change) else f"{row.detectable_change:.2f}%",
-                     _seed_count(row.seeds_needed), paper, row.verdict])
+                     _seed_count(row.seeds_needed), paper,
+                     f"{row.verdict}; {row.small_sample}" if row.small_sample else row.verdict])
     return rows
 
 
@@ -168,7 +208,7 @@ def verdict_rich_table(tidy: pd.DataFrame, title: str) -> Table:
     for name in VERDICT_HEADER:
         table.add_column(name, justify="left" if name in ("group", "variant", "task", "verdict") else "right")
     for row in verdict_rows(tidy):
-        table.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(row[-1])))
+        table.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(row[-1].split(";")[0])))
     return table
 
 
@@ -199,7 +239,7 @@ LATEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "±": r"$\pm$", "−": "-", "×": r"$\times$", "≈": r"$\approx$", "§": r"\S{}",
                   "<": r"$<$", ">": r"$>$",
-                  SIGNIFICANT_MARK: r"$^{*}$"}
+                  SIGNIFICANT_MARK: r"$^{*}$", ORACLE_BELOW_MARK: r"$^{\dagger}$"}
 
 
 def latex_escape(text: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -84,14 +85,13 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
     failures: list[tuple[PlannedRun, str]] = []
     if not pending:
         return failures
-    with _progress(quiet) as progress:
-        task = progress.add_task("runs", total=len(pending)) if progress else None
+    with SweepProgress(len(pending), quiet) as progress:
 
-        def done(run: PlannedRun, error: str | None) -> None:
+        def done(run: PlannedRun, outcome: tuple[str | None, float]) -> None:
+            error, seconds = outcome
             if error:
                 failures.append((run, error))
-            if progress:
-                progress.update(task, advance=1, description=f"{run.study}: {run.variant} seed {run.seed}")
+            progress.finished(run, seconds, error)
 
         if jobs <= 1:
             for run in pending:
@@ -108,6 +108,37 @@ def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results
                     stop_workers(pool)
                     raise
     return failures
+
+
+class SweepProgress:
+    """A sweep's progress on stderr: a live bar on a terminal; elsewhere (a log: CI, nohup, a cluster job) one plain
+    line per finished run, `[12/48] multifaceted: hmtl seed 2 (play)  41 s`; nothing when quiet."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.count, self.quiet = total, 0, quiet
+        console = Console(stderr=True)
+        self.bar = None if quiet or not console.is_terminal else Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
+
+    def __enter__(self) -> SweepProgress:
+        if self.bar:
+            self.bar.__enter__()
+            self.task = self.bar.add_task("runs", total=self.total)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar:
+            self.bar.__exit__(*exc)
+
+    def finished(self, run: PlannedRun, seconds: float, error: str | None) -> None:
+        """Count one finished (or failed) run."""
+        self.count += 1
+        label = f"{run.study}: {run.variant} seed {run.seed} ({run.grid})"
+        if self.bar:
+            self.bar.update(self.task, advance=1, description=label)
+        elif not self.quiet:
+            outcome = f"failed: {error}" if error else f"{seconds:.0f} s"
+            print(f"[{self.count}/{self.total}] {label}  {outcome}", file=sys.stderr, flush=True)
 
 
 def run_finished(results_dir: Path, run_id: str) -> bool:
@@ -145,15 +176,18 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path, force: bool) -> str | None:
-    """Train one planned run (also the worker-process entry); returns the error message of a failed run. The
-    planned overrides carry the sweep's one thread per run (studies/plan.py)."""
+def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path,
+              force: bool) -> tuple[str | None, float]:
+    """Train one planned run (also the worker-process entry); returns the error message of a failed run (None
+    otherwise) and the run's wall seconds. The planned overrides carry the sweep's one thread per run
+    (studies/plan.py)."""
+    started = time.perf_counter()
     cfg = compose(overrides)
     try:
         train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=True)
     except RunError as error:
-        return str(error)
-    return None
+        return str(error), time.perf_counter() - started
+    return None, time.perf_counter() - started
 
 
 def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, results_dir: Path,
@@ -194,12 +228,3 @@ def write_atomically(path: Path, text: str) -> None:
         raise MfhError(f"{path}: cannot write ({error.strerror or error})") from None
     finally:
         temporary.unlink(missing_ok=True)
-
-
-def _progress(quiet: bool):
-    if quiet:
-        from contextlib import nullcontext
-
-        return nullcontext(None)
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True))

@@ -30,13 +30,13 @@ def hand() -> Dataset:
 def test_describe_frame_counts_rates_and_masks(hand: Dataset):
     frame = describe_frame(hand).set_index("group")
     assert list(frame.index) == ["new", "low", "high", "all"]
-    assert list(frame.columns) == ["rows_train", "rows_validation", "rows_test", "rows", "users", "cmpl_mean",
+    assert list(frame.columns) == ["rows_train", "rows_validation", "rows_test", "rows", "users_with_rows", "cmpl_mean",
                                    "like_rate", "cmpl_masked"]  # like has no masked row: no like_masked column
     assert frame["rows_train"].tolist() == [1, 1, 1, 3]
     assert frame["rows_validation"].tolist() == [0, 0, 1, 1]
     assert frame["rows_test"].tolist() == [1, 0, 2, 3]
     assert frame["rows"].tolist() == [2, 1, 4, 7]
-    assert frame["users"].tolist() == [1, 1, 3, 5]
+    assert frame["users_with_rows"].tolist() == [1, 1, 3, 5]
     assert frame["cmpl_mean"].tolist() == pytest.approx([0.3, 1.0, 1.4 / 3, 3.0 / 6])  # masked row left out
     assert frame["like_rate"].tolist() == pytest.approx([0.5, 0.0, 0.5, 3 / 7])
     assert frame["cmpl_masked"].tolist() == [0, 0, 1, 1]
@@ -56,8 +56,13 @@ def test_cli_describe_kuairand_json_shows_slice_counts(run_mfh, kuairand_dir: Pa
                      check=True)
     rows = {record["group"]: record for record in json.loads(result.stdout)}
     assert [rows[group]["rows"] for group in ("new", "low", "high", "all")] == [8_695, 25_430, 194_204, 228_329]
-    assert rows["new"]["users"] == 765
+    assert rows["new"]["users_with_rows"] == 765
     assert [rows["all"][f"rows_{split}"] for split in ("train", "validation", "test")] == [171_671, 27_224, 29_434]
     assert rows["all"]["cmpl_masked"] == 3_568
     assert "note: share has 195 positives in all, 8 among new users" in result.stderr
     assert list((tmp_path / "results" / "cache").glob("kuairand-*.pt"))  # the run left its cache behind
+    # The user table lists more users than have rows in the slice: both counts say which they are.
+    assert "by 25,156 users; the user table user_features_pure.csv lists 27,285 users" in result.stderr
+    table = run_mfh("data", "describe", "kuairand", "--data-dir", str(kuairand_dir), check=True)
+    assert "kuairand: 228,329 rows by 25,156 users (users with rows)" in table.stdout
+    assert "users_with_rows" in table.stdout and "27,285" not in table.stdout

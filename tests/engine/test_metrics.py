@@ -17,6 +17,7 @@ def test_single_class_is_missing_with_reason():
     cell = cell_metric("binary", torch.tensor([0.1, 0.4, 0.2]), torch.zeros(3))
     assert cell["value"] is None
     assert "single class" in cell["reason"] and "0 positives in 3 rows" in cell["reason"]
+    assert cell["positives"] == 0 and cell["rows"] == 3
     assert cell_metric("regression", torch.empty(0), torch.empty(0))["reason"] == "no rows with this label"
 
 
@@ -36,3 +37,6 @@ def test_group_metrics_per_group_and_mask():
             arguments = (labels[rows, column].numpy(), predictions[rows, column].numpy())
             assert abs(result[name][behaviour]["value"] - reference(*arguments)) < 1e-7  # sklearn works in float32
             assert result[name][behaviour]["rows"] == int(rows.sum())
+        finish = (group == index) & mask[:, 1]
+        assert result[name]["finish"]["positives"] == int(labels[finish, 1].sum())  # the report's small-cell flag
+        assert "positives" not in result[name]["cmpl"]

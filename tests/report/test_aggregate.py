@@ -1,7 +1,9 @@
-"""Aggregation over seeds against values computed by hand: mean, t interval, change, direction, paired test."""
+"""Aggregation over seeds against values computed by hand: mean, bounded interval, change, direction, paired test,
+small-sample flags."""
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 
@@ -42,14 +44,74 @@ def tidy(write_study, results_dir) -> pd.DataFrame:
     return summarise(read_study(directory)).set_index(["variant", "task"])
 
 
-def test_mean_and_t_interval(tidy):
+def _t_interval_on(values: list[float], forward, backward) -> tuple[float, float]:
+    """The 95% t interval (2 degrees of freedom) of the mean of `forward(values)`, mapped back by `backward`."""
+    scaled = [forward(value) for value in values]
+    half_width = T_975_TWO_DEGREES * statistics.stdev(scaled) / math.sqrt(3)
+    return backward(statistics.mean(scaled) - half_width), backward(statistics.mean(scaled) + half_width)
+
+
+def _logit(value: float) -> float:
+    return math.log(value / (1 - value))
+
+
+def _expit(value: float) -> float:
+    return 1 / (1 + math.exp(-value))
+
+
+def test_mean_and_interval_on_the_metric_scale(tidy):
     row = tidy.loc[("mfh", "cmpl")]
-    half_width = T_975_TWO_DEGREES * statistics.stdev(REFERENCE_MSE) / math.sqrt(3)
     assert row["mean"] == pytest.approx(0.51)
-    assert row["ci_low"] == pytest.approx(0.51 - half_width)
-    assert row["ci_high"] == pytest.approx(0.51 + half_width)
+    # MSE: the t interval of the mean log MSE, mapped back (never below 0).
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(_t_interval_on(REFERENCE_MSE, math.log, math.exp))
     assert row["n_seeds"] == 3
     assert math.isnan(row["relative_change"]) and math.isnan(row["p_value"])
+    auc = tidy.loc[("mfh", "finish")]
+    assert auc["mean"] == pytest.approx(0.80)
+    assert (auc["ci_low"], auc["ci_high"]) == pytest.approx(_t_interval_on(REFERENCE_AUC, _logit, _expit))
+    assert auc["ci_low"] < 0.80 < auc["ci_high"]
+
+
+def test_auc_interval_stays_inside_zero_and_one(write_study, results_dir):
+    # Two seeds far apart: a plain t interval (1 degree of freedom) would be 0.75 ± 2.8.
+    cells = pd.concat([_cells("mfh", "share", "auc", [0.53, 0.97, None]), _cells("flat", "share", "auc",
+                                                                             [0.60, 0.70, None])])
+    tidy = summarise(read_study(write_study("wide", cells, reference="mfh", variants=["mfh", "flat"])))
+    row = tidy.set_index("variant").loc["mfh"]
+    assert 0 < row["ci_low"] < 0.53 and 0.97 < row["ci_high"] < 1
+
+
+def _write_positives(results_dir, run_id: str, positives: int, rows: int = 500) -> None:
+    """The run's metrics.json as the engine writes it for one AUC cell (new users, share)."""
+    path = results_dir / "runs" / run_id / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cell = {"metric": "auc", "value": 0.7, "rows": rows, "positives": positives, "reason": None}
+    path.write_text(json.dumps({"metrics": {"test": {"new": {"share": cell}}}}))
+
+
+def test_too_few_positives_and_an_oracle_below_the_models_are_flagged(write_study, results_dir):
+    cells = pd.concat([_cells("mfh", "share", "auc", [0.70, 0.62, 0.66]),
+                       _cells("flat", "share", "auc", [0.64, 0.60, 0.61]),
+                       _cells("oracle", "share", "auc", [0.65, 0.65, 0.65])])
+    # The oracle's rows belong to the reference's runs (studies/execute.py).
+    cells["run_id"] = cells["variant"].replace("oracle", "mfh") + "-" + cells["seed"].astype(str)
+    directory = write_study("rare", cells, reference="mfh", variants=["mfh", "flat"])
+    for seed in range(3):
+        for variant in ("mfh", "flat"):
+            _write_positives(results_dir, f"{variant}-{seed}", positives=3)
+    tidy = summarise(read_study(directory)).set_index("variant")
+    assert (tidy["small_sample"] == "too few positives (3 in test)").all()
+    assert tidy.loc["oracle", "oracle_below"] == "mfh"  # 0.66 beats the oracle's 0.65; flat's 0.617 does not
+    assert (tidy.loc[["mfh", "flat"], "oracle_below"] == "").all()
+
+    for seed in range(3):
+        for variant in ("mfh", "flat"):
+            _write_positives(results_dir, f"{variant}-{seed}", positives=10 + seed)
+    tidy = summarise(read_study(directory)).set_index("variant")
+    assert (tidy["small_sample"] == "").all()  # 10 positives (the smallest over seeds) is enough
+    _write_positives(results_dir, "mfh-1", positives=495)
+    assert summarise(read_study(directory)).set_index("variant").loc["mfh", "small_sample"] == (
+        "too few negatives (5 in test)")
 
 
 def test_relative_change_direction_and_paired_test_for_mse(tidy):

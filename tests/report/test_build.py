@@ -42,11 +42,44 @@ def test_csv_format_prints_the_tidy_table_and_writes_all_files(write_study, resu
     printed = pd.read_csv(io.StringIO(captured_console.file.getvalue()))
     written = pd.read_csv(results_dir / "tables" / "sota.csv")
     pd.testing.assert_frame_equal(printed, written)
-    assert list(written.columns[:14]) == ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high", "n_seeds",
-                                          "relative_change", "p_value", "significant", "better", "paper_value",
-                                          "paper_change"]
+    assert list(written.columns[:17]) == ["study", "dataset", "table", "group", "variant", "task", "metric", "mean",
+                                          "ci_low", "ci_high", "n_seeds", "relative_change", "p_value", "significant",
+                                          "better", "paper_value", "paper_change"]
+    assert set(written["study"]) == {"sota"} and set(written["table"]) == {"sota study"}
     assert sorted(path.name for path in summary.files) == ["sota.csv", "sota.md", "sota.tex"]
     assert sorted(path.name for path in (results_dir / "tables").iterdir()) == ["sota.csv", "sota.md", "sota.tex"]
+
+
+def test_csv_over_every_study_is_one_tidy_frame(write_study, results_dir, captured_console):
+    write_study("sota", _cells(), reference="mfh", variants=["mfh", "flat"], dataset="synthetic")
+    write_study("sota", _cells(0.1), reference="mfh", variants=["mfh", "flat"], dataset="kuairand")
+    write_study("hierarchical", _cells(), reference="mfh", variants=["mfh", "flat"], paper_table=2,
+                title="Table 2: hierarchical")
+    run_report(results_dir, fmt="csv", console=captured_console)
+    text = captured_console.file.getvalue()
+    assert text.count("study,dataset,table,group") == 1  # one header
+    frame = pd.read_csv(io.StringIO(text))
+    assert list(frame[["study", "dataset"]].drop_duplicates().itertuples(index=False, name=None)) == [
+        ("hierarchical", "synthetic"), ("sota", "kuairand"), ("sota", "synthetic")]
+    assert len(frame) == 3 * 4 and frame["mean"].notna().all()
+    assert set(frame.loc[frame["study"] == "hierarchical", "table"]) == {"Table 2: hierarchical"}
+    files = pd.concat([pd.read_csv(results_dir / "tables" / f"{stem}.csv")
+                       for stem in ("hierarchical", "sota_kuairand", "sota_synthetic")], ignore_index=True)
+    pd.testing.assert_frame_equal(frame, files)
+
+
+def test_output_writes_one_file_per_study(write_study, results_dir, tmp_path, captured_console):
+    write_study("sota", _cells(), reference="mfh", variants=["mfh", "flat"])
+    write_study("hierarchical", _cells(0.1), reference="mfh", variants=["mfh", "flat"])
+    output = tmp_path / "out"
+    run_report(results_dir, fmt="csv", console=captured_console, output=output)
+    assert captured_console.file.getvalue() == ""
+    assert sorted(path.name for path in output.iterdir()) == ["hierarchical.csv", "sota.csv"]
+    assert set(pd.read_csv(output / "sota.csv")["study"]) == {"sota"}
+    run_report(results_dir, fmt="markdown", console=captured_console, output=output)
+    assert (output / "sota.md").read_text() == (results_dir / "tables" / "sota.md").read_text()
+    with pytest.raises(ConfigError, match="--output writes files: give it with --format csv, markdown or latex"):
+        run_report(results_dir, console=captured_console, output=output)
 
 
 def test_dataset_suffix_only_when_a_study_has_several(write_study, results_dir, captured_console):

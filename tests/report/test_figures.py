@@ -1,4 +1,5 @@
-"""The overfitting figure (paper Figure 1): the series against values computed by hand, a real PNG, the ratio line."""
+"""The overfitting figure (paper Figure 1): the series and summary against values computed by hand, the saved
+figure's panels and intervals, the summary line in every output; the mechanism sweep's figure."""
 
 from __future__ import annotations
 
@@ -56,26 +57,99 @@ def overfitting_study(write_study, write_history):
     return directory
 
 
-def test_series_png_and_ratio_line(overfitting_study, results_dir, captured_console):
+def _per_seed(split: str) -> np.ndarray:
+    """[seed, step] (flat − mfh) / flat × 100."""
+    return np.array([(LOSSES[("flat", seed, split)] - LOSSES[("mfh", seed, split)]) / LOSSES[("flat", seed, split)]
+                     * 100 for seed in (0, 1)])
+
+
+def _interval(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% t interval over two seeds (axis 0): t with 1 degree of freedom is Cauchy, quantile tan(0.475 π)."""
+    half = np.tan(0.475 * np.pi) * values.std(axis=0, ddof=1) / np.sqrt(2)
+    return values.mean(axis=0) - half, values.mean(axis=0) + half
+
+
+def test_series_and_summary_over_seeds(overfitting_study, results_dir, captured_console):
     summary = run_report(results_dir, console=captured_console)
 
     series = pd.read_csv(results_dir / "figures" / "overfitting.csv")
-    train, test = expected_improvement("train"), expected_improvement("test")
+    train, test = _per_seed("train"), _per_seed("test")
     assert series["step"].tolist() == STEPS.tolist() and series["epoch"].tolist() == EPOCHS.tolist()
-    assert series["train_impr"].to_numpy() == pytest.approx(train)
-    assert series["test_impr"].to_numpy() == pytest.approx(test)
-    assert series["ratio"].to_numpy() == pytest.approx(test / train)
+    assert series["train_impr"].to_numpy() == pytest.approx(expected_improvement("train"))
+    assert series["test_impr"].to_numpy() == pytest.approx(expected_improvement("test"))
+    for name, values in (("train_impr", train), ("gap", test - train), ("ratio", test / train)):
+        low, high = _interval(values)
+        assert series[name].to_numpy() == pytest.approx(values.mean(axis=0))
+        assert series[f"{name}_ci_low"].to_numpy() == pytest.approx(low)
+        assert series[f"{name}_ci_high"].to_numpy() == pytest.approx(high)
     assert (series["n_seeds"] == 2).all()
 
-    png = results_dir / "figures" / "overfitting.png"
-    assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 10_000
-    assert {png, results_dir / "figures" / "overfitting.csv"} <= set(summary.files)
+    paths = {path.name for path in summary.files}
+    assert {"overfitting.png", "overfitting.pdf", "overfitting.csv"} <= paths
+    assert (results_dir / "figures" / "overfitting.png").read_bytes()[:8] == PNG_MAGIC
+    assert (results_dir / "figures" / "overfitting.pdf").read_bytes()[:4] == b"%PDF"
+    # The summary: each seed's mean over the steps, then the mean and interval over seeds.
+    gap = (test - train).mean(axis=1)
+    low, high = _interval(gap[:, None])
     printed = " ".join(captured_console.file.getvalue().split())
-    assert f"test_impr / train_impr = {np.mean(test / train):.2f} on average over 4 steps" in printed
-    assert "the paper saw ≈ 2.5" in printed
+    assert (f"generalisation gap test_impr − train_impr = {gap.mean():+.2f} points [{low[0]:+.2f}, {high[0]:+.2f}]"
+            in printed)
+    ratio = test.mean(axis=1) / train.mean(axis=1)
+    assert f"test_impr / train_impr = {ratio.mean():+.2f} [" in printed and "the paper saw a ratio ≈ 2.5" in printed
     assert f"note: {STUDY_NOTE}" in printed
-    # No paper numbers for this study: no agreement line.
-    assert summary.agreement == []
+    assert summary.agreement == []  # no paper numbers for this study: no agreement line
+
+
+def test_the_summary_line_is_in_every_output(overfitting_study, results_dir, captured_console):
+    run_report(results_dir, fmt="markdown", console=captured_console)
+    tables = results_dir / "tables"
+    markdown, latex = (tables / "overfitting.md").read_text(), (tables / "overfitting.tex").read_text()
+    line = next(line[2:] for line in markdown.splitlines() if line.startswith("- Figure 1 (share, new users"))
+    assert "generalisation gap test_impr − train_impr = " in line
+    assert r"generalisation gap test\_impr - train\_impr = " in latex
+    rows = pd.read_csv(tables / "overfitting.csv").set_index("metric")
+    gap = rows.loc["gap"]
+    assert (gap["study"], gap["group"], gap["variant"], gap["task"], gap["n_seeds"]) == (
+        "overfitting", "new", "mfh", "share", 2)
+    assert f"= {gap['mean']:+.2f} points [{gap['ci_low']:+.2f}, {gap['ci_high']:+.2f}]" in line
+    assert set(rows.index) >= {"auc", "gap", "train_impr", "test_impr", "ratio"}
+
+
+def test_figure_has_one_panel_per_quantity_with_intervals(overfitting_study, results_dir):
+    from mfh_cli.report.collect import read_study
+    from mfh_cli.report.figures import (overfitting_figure, overfitting_improvements, overfitting_series,
+                                        overfitting_summary)
+
+    improvements = overfitting_improvements(read_study(overfitting_study), results_dir)
+    summary = overfitting_summary(improvements)
+    figure = overfitting_figure(overfitting_series(improvements), summary, "Figure 1 (synthetic)")
+    axes = figure.get_axes()
+    assert [axis.get_title() for axis in axes] == [
+        "generalisation gap test_impr − train_impr (points)", "train_impr: reduction of training log loss (%)",
+        "test_impr: reduction of test log loss (%)", "ratio test_impr / train_impr (where train_impr > 0)"]
+    for axis in axes:  # own axis, own zero, one errorbar series with its vertical interval bars
+        (container,) = axis.containers
+        assert container.has_yerr and len(container.lines[2][0].get_segments()) == len(STEPS)
+        assert any(list(line.get_ydata()) == [0, 0] for line in axis.get_lines())
+        assert axis.get_legend() is None  # the one legend sits below the panels, over no point
+    paper_lines = [axis.get_title() for axis in axes for line in axis.get_lines()
+                   if list(line.get_ydata()) == [2.5, 2.5]]
+    assert paper_lines == ["ratio test_impr / train_impr (where train_impr > 0)"]
+    assert len(figure.legends) == 1
+    assert figure.get_suptitle().startswith("Figure 1 (synthetic)\n")
+    assert "gap" in figure.get_suptitle().splitlines()[1]
+
+
+@pytest.mark.parametrize("low, high, finding", [
+    (0.5, 3.0, "mfh generalises better than flat"), (-3.0, -0.5, "mfh generalises worse than flat"),
+    (-1.0, 3.0, "no difference in generalisation shown"), (np.nan, np.nan, "one seed: no interval")])
+def test_the_title_states_what_the_gap_interval_shows(low, high, finding):
+    from mfh_cli.report.figures import overfitting_finding
+
+    summary = pd.DataFrame({"quantity": ["gap", "train_impr", "test_impr", "ratio"], "mean": 1.0,
+                            "ci_low": low, "ci_high": high, "n_seeds": 3, "steps": 4})
+    assert finding in overfitting_finding(summary)
+    assert "mitigation" not in overfitting_finding(summary)
 
 
 def test_missing_focus_rows_is_a_data_error(overfitting_study, results_dir, write_history, captured_console):

@@ -106,3 +106,67 @@ def test_terminal_prints_every_change_with_its_sign(study_with_gaps, results_dir
 
 def test_latex_escape_covers_specials():
     assert latex_escape("heter_abl 5% & ±") == r"heter\_abl 5\% \& $\pm$"
+
+
+def test_small_sample_cells_say_so_instead_of_a_number(write_study, results_dir, captured_console):
+    rows = [(variant, seed, "new", "share", "auc", value + step * seed)
+            for variant, value, step in (("mfh", 0.66, 0.01), ("flat", 0.61, 0.03), ("oracle", 0.64, 0.0))
+            for seed in (0, 1)]
+    cells = pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"])
+    cells["run_id"] = cells["variant"].replace("oracle", "mfh") + "-" + cells["seed"].astype(str)
+    write_study("rare", cells, reference="mfh", variants=["mfh", "flat"])
+    for run_id in ("mfh-0", "mfh-1", "flat-0", "flat-1"):
+        path = results_dir / "runs" / run_id / "metrics.json"
+        path.parent.mkdir(parents=True)
+        cell = {"metric": "auc", "value": 0.6, "rows": 400, "positives": 3, "reason": None}
+        path.write_text(json.dumps({"metrics": {"test": {"new": {"share": cell}}}}))
+    run_report(results_dir, fmt="markdown", console=captured_console)
+    study_table, verdict_table = _markdown_tables((results_dir / "tables" / "rare.md").read_text())
+    values = {_markdown_cells(line)[1]: _markdown_cells(line)[2] for line in study_table[2:]}
+    assert values == {"mfh": "too few positives (3 in test)", "flat": "too few positives (3 in test)",
+                      "oracle": "too few positives (3 in test) †"}
+    assert _markdown_cells(verdict_table[2])[-1] == "no difference shown; too few positives (3 in test)"
+    markdown = (results_dir / "tables" / "rare.md").read_text()
+    assert "† new/share: the oracle (the true expectations) scores worse than mfh" in markdown
+    assert r"$^{\dagger}$" in (results_dir / "tables" / "rare.tex").read_text()
+
+
+def test_values_carry_their_interval_inside_the_metric_bounds(study_with_gaps, results_dir, captured_console):
+    run_report(results_dir, fmt="markdown", console=captured_console)
+    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    markdown = (results_dir / "tables" / "gaps.md").read_text()
+    row = tidy[(tidy["variant"] == "mfh") & (tidy["group"] == "low") & (tidy["task"] == "share")].iloc[0]
+    assert 0 < row["ci_low"] < row["mean"] < row["ci_high"] < 1
+    assert f"{row['mean']:.4f} [{row['ci_low']:.4f}, {row['ci_high']:.4f}]" in markdown
+
+
+def test_a_wide_table_is_split_to_fit_the_terminal_and_kept_whole_in_the_files(write_study, results_dir):
+    import io
+
+    from rich.console import Console
+
+    tasks = [("cmpl", "mse"), ("finish", "auc"), ("skip", "auc"), ("like", "auc"), ("share", "auc"),
+             ("comment", "auc"), ("follow", "auc")]
+    variants = ["mfh", "shared_bottom", "mmoe", "cgc", "ple"]
+    rows = [(variant, seed, group, task, metric, 0.6 + 0.01 * index + 0.003 * seed * (index % 3))
+            for index, variant in enumerate(variants) for seed in range(3) for group in GROUPS
+            for task, metric in tasks]
+    write_study("sota", pd.DataFrame(rows, columns=["variant", "seed", "group", "task", "metric", "value"]),
+                reference="mfh", variants=variants)
+    console = Console(file=io.StringIO(), width=140, color_system=None)
+    run_report(results_dir, console=console)
+    printed = console.file.getvalue().splitlines()
+    assert max(len(line) for line in printed) <= 140
+    verdicts = ("untested", "no difference shown", "better", "worse")
+    study_rows = [line for line in printed if line.startswith("│") and any(f" {variant} " in line for variant in
+                                                                           variants[1:])
+                  and not any(verdict in line for verdict in verdicts)]
+    headers = [line for line in printed
+               if line.startswith("┃ group") and "┃ variant" in line and "┃ task" not in line]
+    assert len(headers) >= 2  # split into tables of whole task columns
+    assert len(study_rows) == len(headers) * len(GROUPS) * (len(variants) - 1)
+    assert all(line.split("│")[2].strip() for line in printed if line.startswith("│"))  # no cell wraps a line
+    shown = [task for header in headers for task, metric in tasks if f"{task} {metric.upper()}" in header]
+    assert shown == [task for task, _ in tasks]  # every task column once, in order
+    header = (results_dir / "tables" / "sota.md").read_text().splitlines()[2]
+    assert all(f"{task} {metric.upper()}" in header for task, metric in tasks)  # the file keeps the whole table

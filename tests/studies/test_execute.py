@@ -284,3 +284,16 @@ def test_failed_write_names_the_file_and_leaves_no_temporary(tmp_path: Path):
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)
     assert [path.name for path in tmp_path.iterdir()] == ["runs.csv"]
+
+
+def test_a_sweep_without_a_terminal_prints_one_line_per_finished_run(run_mfh):
+    # run_mfh's pipes are no terminal (as in CI, nohup or a cluster job): no live bar, one plain line per run.
+    result = run_mfh("ablate", "--study", "hierarchical", "--seeds", "2", "--jobs", "2", "trainer=smoke",
+                     "data.rows=2000", check=True)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(lines) == 4, result.stderr
+    for count, line in enumerate(lines, start=1):
+        assert re.fullmatch(rf"\[{count}/4\] hierarchical: (hmtl|flat) seed [01] \(play\)  \d+ s", line), line
+    assert {re.search(r": (\w+ seed \d)", line).group(1) for line in lines} == {
+        "hmtl seed 0", "hmtl seed 1", "flat seed 0", "flat seed 1"}
+    # --quiet silences them: test_signal_stops_the_sweep_keeping_finished_runs reads a quiet sweep's whole stderr.
