@@ -21,8 +21,9 @@ from mfh_cli.config_schema import check_config
 from mfh_cli.errors import ConfigError
 
 # Keys that change how a run is executed but not what it computes: left out of the run id. trainer.threads is
-# not one of them: the thread count changes float reduction order, so the run id holds the count actually used.
-EXECUTION_ONLY_KEYS = ("trainer.progress",)
+# not one of them: the thread count changes float reduction order, so the run id holds the count actually used
+# (and trainer.device / trainer.precision the ones actually used: engine/placement.py resolves them first).
+EXECUTION_ONLY_KEYS = ("trainer.progress", "trainer.allow_emulated_bf16")
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:

@@ -39,7 +39,8 @@ class TrainerSchema(_Strict):
     history_test_rows: PositiveInt | None  # null: all test rows
     threads: PositiveInt | None  # null: all cores
     device: Literal["cpu", "cuda", "auto"]
-    precision: Literal["fp32", "bf16"]
+    precision: Literal["fp32", "bf16", "auto"]
+    allow_emulated_bf16: bool
     compile: bool
     progress: bool
     nan_at_step: Count | None

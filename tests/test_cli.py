@@ -24,7 +24,7 @@ TINY = ["data.rows=5000", "trainer=smoke"]
     ("nosuchkey=3", "nosuchkey"),
     ("model=nosuchmodel", "nosuchmodel"),
     ("seed", "key=value"),
-    ("trainer.precision=fp16", "trainer.precision: must be 'fp32' or 'bf16' (got 'fp16')"),
+    ("trainer.precision=fp16", "trainer.precision: must be 'fp32', 'bf16' or 'auto' (got 'fp16')"),
     ("trainer.optimizer=lion", "trainer.optimizer: must be 'adam', 'adamw' or 'sgd' (got 'lion')"),
     ("trainer.lr=abc", "trainer.lr: must be a valid number (got 'abc')"),
     ("trainer.batch_size=0", "trainer.batch_size: must be greater than or equal to 2 (got 0)"),

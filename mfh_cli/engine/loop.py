@@ -17,11 +17,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mfh_cli.data import SPLITS, Dataset
 from mfh_cli.engine.distributed import Context
+from mfh_cli.engine.placement import AUTOCAST_DTYPES
 from mfh_cli.errors import RunError
 from mfh_cli.models.loss import elementwise_loss, multitask_loss
-
-
-AUTOCAST_TYPES = {"fp32": None, "bf16": torch.bfloat16}  # trainer.precision → autocast dtype (None: off)
 
 
 @dataclass
@@ -100,7 +98,7 @@ class Trainer:
         self.behaviours: list[str] = list(model.behaviours)
         self.device = splits["train"].labels.device
         self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
-        self.precision = AUTOCAST_TYPES[str(trainer.precision)]
+        self.precision = AUTOCAST_DTYPES[str(trainer.precision)]  # resolved by engine/placement: fp32 or bf16
         self.show_progress = show_progress and context.is_main
         self.flat_parameters = FlatParameters(model)
         self.optimizer = make_optimizer(self.flat_parameters.values, trainer)

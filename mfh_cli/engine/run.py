@@ -27,6 +27,7 @@ from mfh_cli.config import config_hash, resolved_threads, to_container
 from mfh_cli.data import Dataset, load_dataset
 from mfh_cli.engine.distributed import init_from_environment, shutdown
 from mfh_cli.engine.loop import Split, Trainer, prepare_splits
+from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.engine.metrics import group_metrics
 from mfh_cli.errors import ConfigError, RunError
 from mfh_cli.models import build_model
@@ -36,6 +37,8 @@ AT_FDCWD, RENAME_EXCHANGE = -100, 2  # renameat2's arguments (fcntl.h, linux/fs.
 PARTIAL = ".partial"  # runs/.partial/<run_id>.<pid>: a run being written; renamed into place when complete
 LOCKS = ".locks"  # runs/.locks/<run_id>.lock: held while a run directory is put in place
 RUN_FILES = ("config.yaml", "metrics.json", "history.csv", "model.pt")
+# Keys a finished run's metrics.json must hold. device, precision and hardware are written too but not required:
+# runs written before they existed stay finished (their config.yaml holds the device and precision).
 METRICS_KEYS = frozenset({"run_id", "model", "dataset", "tasks", "seed", "threads", "metrics", "oracle",
                           "best_epoch", "epochs_run", "validation_losses", "wall_seconds",
                           "train_samples_per_second", "parameters", "world_size", "versions"})
@@ -103,7 +106,10 @@ def ensure_writable(results_dir: Path) -> None:
 
 def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Path("results"),
           force: bool = False, quiet: bool = False) -> RunResult:
-    """Train `cfg.model` on `cfg.data` with `cfg.seed`; reuse a finished identical run unless `force`."""
+    """Train `cfg.model` on `cfg.data` with `cfg.seed`; reuse a finished identical run unless `force`.
+
+    The device and precision are resolved first (engine/placement.py), so the run id names what is used."""
+    cfg, placement = resolve_placement(cfg)
     run_id = config_hash(cfg)
     final = results_dir / "runs" / run_id
     if not force:
@@ -115,7 +121,7 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
             if finished is not None:
                 return RunResult(final, finished, reused=True)
     ensure_writable(results_dir)
-    device = resolve_device(str(cfg.trainer.device))
+    device = torch.device(placement.device)
     context = init_from_environment(device)
     threads = resolved_threads(cfg.trainer.threads)
     torch.set_num_threads(threads)
@@ -139,6 +145,8 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
     metrics = {
         "run_id": run_id, "model": str(cfg.model.name), "dataset": str(cfg.data.name),
         "tasks": str(cfg.tasks.name), "seed": int(cfg.seed), "threads": threads,
+        "device": placement.device, "precision": placement.precision,
+        "hardware": hardware_record(placement, probe_machine()),
         "metrics": {split: evaluate(trainer, splits[split], split) for split in ("test", "validation")},
         "oracle": oracle_metrics(trainer, splits),
         "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
@@ -152,15 +160,6 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
         write_run_directory(final, cfg, metrics, fit.history, model)
     shutdown(context)
     return RunResult(final, metrics)
-
-
-def resolve_device(name: str) -> torch.device:
-    """cpu, cuda, or auto (cuda when present)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("trainer.device=cuda but no CUDA device is available (use trainer.device=auto)")
-    return torch.device(name)
 
 
 def keep_freed_memory() -> None:

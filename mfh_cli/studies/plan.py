@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from omegaconf import DictConfig
 
 from mfh_cli.config import compose, config_hash
+from mfh_cli.engine.placement import resolve_placement
 from mfh_cli.studies.spec import Study
 
 
@@ -40,13 +41,14 @@ def run_overrides(study: Study, variant: str, grid: str, seed: int, user: Sequen
 
 
 def plan(study: Study, seeds: Sequence[int], user: Sequence[str] = ()) -> list[PlannedRun]:
-    """Every run of `study`, in a stable order (grid, seed, variant) so a sweep fills in seeds evenly."""
+    """Every run of `study`, in a stable order (grid, seed, variant) so a sweep fills in seeds evenly; a device or
+    precision this machine cannot honour is refused here, before any run is trained."""
     runs = []
     for grid in study.tasks:
         for seed in seeds:
             for variant in study.variants:
                 overrides = tuple(run_overrides(study, variant, grid, seed, user))
-                cfg = compose(overrides)
+                cfg, _ = resolve_placement(compose(overrides))  # as engine/run.py train hashes it
                 runs.append(PlannedRun(study.name, variant, grid, seed, overrides, config_hash(cfg),
                                        str(cfg.data.name)))
     return runs

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from mfh_cli.config import compose
+from mfh_cli.engine.placement import choose_placement, hardware_record, probe_machine
 from mfh_cli.engine.run import UnfinishedRun, ensure_writable, is_finished, read_finished, train
 from mfh_cli.errors import RunError
 
@@ -116,6 +117,22 @@ def test_interrupted_run_leaves_nothing_and_rerun_completes(run_mfh, mfh_path: s
     assert len([p for p in runs.iterdir() if not p.name.startswith(".")]) == 1
 
 
+def test_bf16_trains_only_where_this_cpu_has_it_natively(run_mfh, tmp_path: Path):
+    # The decision itself is tested on both machine classes in test_placement.py; this is the command end to end.
+    result = run_mfh("train", *TINY, "trainer.precision=bf16", "--quiet", "--format", "json")
+    native = probe_machine().cpu.native_bf16
+    if native is None:
+        assert result.returncode == 2, result.stdout
+        line, = result.stderr.strip().splitlines()
+        assert line.startswith("error: trainer.precision=bf16: this CPU (") and "has no native bf16" in line
+        assert line.endswith("force it with trainer.allow_emulated_bf16=true")
+        assert run_directories(tmp_path / "results" / "runs") == []
+    else:
+        assert result.returncode == 0, result.stderr
+        metrics = json.loads(result.stdout)
+        assert metrics["precision"] == "bf16" and metrics["hardware"]["native_bf16"] == native
+
+
 def run_directories(runs: Path) -> list[str]:
     """The run directories under `runs` (not its .partial / .locks bookkeeping)."""
     return sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) if runs.exists() else []
@@ -136,10 +153,18 @@ def test_diverged_run_fails_naming_split_and_task_and_writes_nothing(run_mfh, tm
     assert run_directories(tmp_path / "results" / "runs") == []
 
 
-def test_metrics_json_is_strict_json_and_records_the_threads(tmp_path: Path):
-    result = train(compose([*TINY, "trainer.threads=2"]), results_dir=tmp_path, quiet=True)
+def test_metrics_json_is_strict_json_and_records_threads_precision_and_cpu(tmp_path: Path):
+    result = train(compose([*TINY, "trainer.threads=2", "trainer.precision=auto", "trainer.device=auto"]),
+                   results_dir=tmp_path, quiet=True)
     metrics = strict_json(result.run_dir / "metrics.json")
     assert metrics["threads"] == 2 and metrics["run_id"] == result.run_dir.name
+    machine = probe_machine()
+    expected = choose_placement("auto", "auto", False, machine)
+    assert (metrics["device"], metrics["precision"]) == (expected.device, expected.precision)
+    assert metrics["hardware"] == hardware_record(expected, machine)
+    assert metrics["hardware"]["cpu"]["model"] == machine.cpu.model
+    saved = (result.run_dir / "config.yaml").read_text()
+    assert f"precision: {expected.precision}" in saved and "precision: auto" not in saved
     # A run whose metrics.json holds a non-standard number is not a finished run.
     (result.run_dir / "metrics.json").write_text(json.dumps({**metrics, "wall_seconds": float("inf")}))
     with pytest.raises(UnfinishedRun, match="Infinity"):
