@@ -2,6 +2,9 @@
 the training FLOP/s each achieves as a fraction of the fp32 peak; mfh paper also under bf16 autocast against the
 bf16 peak, and a torch.profiler breakdown of an mfh paper step that explains the gap to the peak.
 
+bf16 is measured only where the CPU has it natively (AMX or AVX512_BF16, engine/placement.py): elsewhere PyTorch
+emulates it, its "peak" is near 0 and no share of it means anything, so the record says "no native bf16" instead.
+
 Run: python -m benchmarks.bench_roofline [--threads 2] [--batch 1024] [--steps 20] [--quick]
 Inputs are random features of a fixed width (the simulator's embedded width at compact, 256 at paper, as the
 issue's reference), so the figures are the network's alone: no embedding lookup. Training FLOPs = 3 × forward
@@ -19,7 +22,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from benchmarks.bench_models import MODELS, PRESETS, engine_optimizer, forward_flops, samples_per_second
-from benchmarks.common import record, median_seconds
+from benchmarks.common import median_seconds, no_native_bf16, record
 from mfh_cli.config import compose
 from mfh_cli.data.synthetic import simulate
 from mfh_cli.engine.run import keep_freed_memory
@@ -185,9 +188,12 @@ def main() -> None:
     repeats = 2 if arguments.quick else 5
     keep_freed_memory()  # as `mfh train` does
 
+    bf16_missing = no_native_bf16()
+    precisions = {"fp32": torch.float32, **({} if bf16_missing else {"bf16": torch.bfloat16})}
+
     def peaks() -> dict[str, float]:
         return {name: matmul_flops_per_second(dtype, arguments.matmul_size, repeats)
-                for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+                for name, dtype in precisions.items()}
 
     # The machine's speed drifts (shared host): the peak is measured before and after the models, and the
     # shares use the better of the two (the "best peak measured"), so they are not flattered.
@@ -213,15 +219,18 @@ def main() -> None:
         return model, flops, speed
 
     measured = {(preset, name, "fp32"): measure(name, preset) for preset in PRESETS for name in MODELS}
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        measured["paper", "mfh", "bf16"] = measure("mfh", "paper")
+    if not bf16_missing:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            measured["paper", "mfh", "bf16"] = measure("mfh", "paper")
     after = peaks()
     peak = {name: max(before[name], after[name]) for name in before}
+    peak_text = ", ".join(f"{name} {before[name] / 1e9:.0f} / {after[name] / 1e9:.0f} GFLOP/s" for name in peak)
     lines = [f"Matmul peak ({arguments.matmul_size}² @ {arguments.matmul_size}², median of {repeats}, before / "
-             f"after the models): fp32 {before['fp32'] / 1e9:.0f} / {after['fp32'] / 1e9:.0f} GFLOP/s, bf16 "
-             f"{before['bf16'] / 1e9:.0f} / {after['bf16'] / 1e9:.0f} GFLOP/s; shares use the better (fp32 "
-             f"{peak['fp32'] / 1e9:.0f}, bf16 {peak['bf16'] / 1e9:.0f}). Memory: {bandwidth / 1e9:.1f} GB/s (copy "
-             f"of {16 if arguments.quick else 256} MB, read + write).", "",
+             f"after the models): {peak_text}; shares use the better ("
+             f"{', '.join(f'{name} {value / 1e9:.0f}' for name, value in peak.items())}). Memory: "
+             f"{bandwidth / 1e9:.1f} GB/s (copy of {16 if arguments.quick else 256} MB, read + write).",
+             *([f"bf16: {bf16_missing} (emulated bf16 has no peak to take a share of)."] if bf16_missing else []),
+             "",
              f"Training: batch {arguments.batch}, median of {arguments.steps} steps (forward + backward + Adam), "
              f"random inputs of width {widths['compact']} (compact) / {widths['paper']} (paper). "
              "FLOPs count matmuls (torch FlopCounterMode).", "",
@@ -232,6 +241,10 @@ def main() -> None:
         label = name if precision == "fp32" else f"{name}, bf16 autocast"
         lines.append(f"| {preset} | {label} | {flops / 1e6:.2f} | {TRAINING_FLOPS_PER_FORWARD * flops / 1e6:.2f} | "
                      f"{speed:,.0f} | {achieved / 1e9:.1f} | {achieved / peak[precision]:.0%} ({precision}) |")
+    if bf16_missing:
+        flops = measured["paper", "mfh", "fp32"][1]
+        lines.append(f"| paper | mfh, bf16 autocast | {flops / 1e6:.2f} | "
+                     f"{TRAINING_FLOPS_PER_FORWARD * flops / 1e6:.2f} | not measured | — | no native bf16 |")
     model, flops, speed = measured["paper", "mfh", "fp32"]
     share = speed * TRAINING_FLOPS_PER_FORWARD * flops / peak["fp32"]
     lines += ["", *profile_lines(model, inputs["paper"], arguments.batch, max(arguments.steps // 2, 2),

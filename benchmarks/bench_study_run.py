@@ -6,11 +6,12 @@ Sections (all by default; `--sections` picks some):
 - speedup: this tree against `--baseline DIR`, an earlier source tree (`git archive <commit> | tar -x -C DIR`,
   with this tree's conf/ copied over its own so that both compose the same run) run with PYTHONPATH=DIR,
   alternating so that both see the same machine load; the metrics must be identical when only speed changed.
-- bf16: trainer.precision=bf16 (autocast) against fp32, alternating.
+- bf16: trainer.precision=bf16 (autocast) against fp32, alternating; on a CPU without native bf16 (engine/placement.py)
+  the fp32 runs alone, and the record says "no native bf16".
 - compile: trainer.compile=true in a fresh process with an empty compile cache (cold), then with that cache
   (warm), and the second of two runs in one process (a study worker that already compiled the model).
 - study: `mfh ablate --study <study> --seeds <n>` in fp32 and in bf16: every metric cell side by side (mean over
-  seeds) and the wall time of each.
+  seeds) and the wall time of each; where bf16 is not native, not run.
 
 Run: python -m benchmarks.bench_study_run [--baseline DIR] [--repeats 3] [--sections ...] [--study multifaceted]
 [--seeds 2] [--quick]
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.common import record
+from benchmarks.common import no_native_bf16, record
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 STUDY_RUN = ["model=mfh", "trainer.threads=1"]
@@ -109,6 +110,11 @@ def speedup_lines(base: list[str], baseline: Path, repeats: int) -> list[str]:
 
 
 def bf16_lines(base: list[str], repeats: int) -> list[str]:
+    missing = no_native_bf16()
+    if missing:
+        runs = alternate({"fp32": (base, None, None)}, repeats)
+        return [f"### The study-sized run in fp32 (`{' '.join(base)}`)", "", *HEADER,
+                f"| fp32 | {summary(runs['fp32'])} |", f"| bf16 | {missing} |", ""]
     runs = alternate({"fp32": (base, None, None), "bf16": ([*base, "trainer.precision=bf16"], None, None)}, repeats)
     return [f"### bf16 autocast on the study-sized run (`{' '.join(base)}`)", "", *HEADER,
             f"| fp32 | {summary(runs['fp32'])} |", f"| bf16 | {summary(runs['bf16'])} |", "",
@@ -164,6 +170,9 @@ def ablate(study: str, seeds: int, extra: list[str], results: Path) -> tuple[flo
 
 
 def study_lines(study: str, seeds: int, extra: list[str]) -> list[str]:
+    missing = no_native_bf16()
+    if missing:
+        return [f"### bf16 against fp32 on study `{study}`: {missing}", ""]
     with tempfile.TemporaryDirectory() as root:
         fp32_seconds, fp32 = ablate(study, seeds, extra, Path(root, "fp32"))
         bf16_seconds, bf16 = ablate(study, seeds, [*extra, "trainer.precision=bf16"], Path(root, "bf16"))

@@ -1,32 +1,36 @@
-"""Shared helpers for the benchmark scripts: machine facts, medians, and appending to results.md."""
+"""Shared helpers for the benchmark scripts: machine facts (CPU model, class and features), medians, and
+appending to results.md."""
 
 from __future__ import annotations
 
 import datetime
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from mfh_cli.engine.placement import missing_cpu_bf16, probe_machine
+
 RESULTS = Path(__file__).resolve().parent / "results.md"
 
 
 def machine() -> str:
-    """One line naming the CPU, cores and torch build this was measured on."""
-    import torch
+    """One line naming the CPU with its features (AVX2, AVX-512, AVX512_BF16, AMX) and machine class, the cores,
+    the GPU if any, and the torch build and threads this was measured on."""
+    found = probe_machine()
+    gpu = f", GPU {found.cuda.name}" if found.cuda is not None else ""
+    return (f"{found.cpu.describe()}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()} kernels); "
+            f"class: {found.cpu.machine_class}")
 
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads, "
-            f"{torch.backends.cpu.get_cpu_capability()})")
+
+def no_native_bf16() -> str | None:
+    """Why bf16 is not measured on this CPU ('this CPU (…) has no native bf16, …'), None where it is native."""
+    cpu = probe_machine().cpu
+    return None if cpu.native_bf16 else f"{missing_cpu_bf16(cpu)}: bf16 not measured"
 
 
 def median_seconds(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -41,10 +45,16 @@ def median_seconds(function: Callable[[], object], repeats: int = 5, warmup: int
     return statistics.median(times)
 
 
+def load() -> str:
+    """The 1-minute load average at the end, this benchmark's own threads included: above the cores, something else
+    was running too and the figures understate the machine."""
+    return f"load average {os.getloadavg()[0]:.1f} over the last minute on {os.cpu_count()} cores, this run included"
+
+
 def append_results(title: str, lines: list[str]) -> None:
     """Append a dated section to benchmarks/results.md and echo it."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = "\n".join([f"## {title} ({stamp})", f"Machine: {machine()}", "", *lines, "", ""])
+    text = "\n".join([f"## {title} ({stamp})", f"Machine: {machine()}; {load()}", "", *lines, "", ""])
     print(text)
     with RESULTS.open("a") as handle:
         handle.write(text)
@@ -53,6 +63,6 @@ def append_results(title: str, lines: list[str]) -> None:
 def record(title: str, lines: list[str], quick: bool) -> None:
     """Append to results.md, or only print when `--quick` (a check that the script runs is not a result)."""
     if quick:
-        print("\n".join([f"## {title} [--quick, not recorded]", *lines]))
+        print("\n".join([f"## {title} [--quick, not recorded]", f"Machine: {machine()}; {load()}", *lines]))
     else:
         append_results(title, lines)

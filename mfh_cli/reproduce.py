@@ -3,15 +3,18 @@ direction agreement with the paper."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
 
+from mfh_cli.engine.placement import CpuFeatures, probe_machine
 from mfh_cli.report import run_report
 from mfh_cli.report.build import sweep_figure
 from mfh_cli.studies.execute import ablate
+from mfh_cli.studies.plan import PlannedRun
 from mfh_cli.studies.spec import study_names
 
 
@@ -47,4 +50,18 @@ def reproduce(overrides: Sequence[str] = (), seeds: int | None = None, jobs: int
         console.print(f"figure: {path}")
     console.print(f"{len(outcomes)} studies on {outcomes[0].dataset}, {'/'.join(map(str, seed_counts))} seeds "
                   f"per variant; wall time {wall / 60:.1f} min; tables in {results_dir / 'tables'}")
+    launcher = next((item for item in overrides if item.startswith("hydra/launcher=")), None)
+    console.print(execution_line(probe_machine().cpu, [run for outcome in outcomes for run in outcome.runs], jobs,
+                                 launcher), markup=False, highlight=False)
     return wall
+
+
+def execution_line(cpu: CpuFeatures, runs: Sequence[PlannedRun], jobs: int, launcher: str | None) -> str:
+    """Where the wall time was measured: the CPU, its class and cores, the thread policy and the precision."""
+    threads = "/".join(str(count) for count in sorted({run.threads for run in runs}))
+    unit = "thread" if threads == "1" else "threads"
+    at_once = (f"runs dispatched by {launcher}" if launcher else
+               f"{jobs} run{'s' if jobs > 1 else ''} at once (--jobs {jobs})")
+    precisions = "/".join(sorted({run.precision for run in runs}))
+    return (f"measured on {cpu.model} ({cpu.machine_class}), {os.cpu_count()} cores: {threads} torch {unit} per "
+            f"run, {at_once}, {precisions}")

@@ -7,14 +7,15 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from mfh_cli.config import compose, config_hash
+from mfh_cli.config import compose, config_hash, resolved_threads
 from mfh_cli.engine.placement import resolve_placement
 from mfh_cli.studies.spec import Study
 
 
 @dataclass(frozen=True)
 class PlannedRun:
-    """One run of a study: which variant, grid and seed, the overrides that make it, and its run id."""
+    """One run of a study: which variant, grid and seed, the overrides that make it, its run id, and the torch
+    threads and precision it trains with on this machine."""
 
     study: str
     variant: str
@@ -23,6 +24,8 @@ class PlannedRun:
     overrides: tuple[str, ...]
     run_id: str
     dataset: str
+    threads: int
+    precision: str
 
     def config(self) -> DictConfig:
         return compose(self.overrides)
@@ -50,5 +53,6 @@ def plan(study: Study, seeds: Sequence[int], user: Sequence[str] = ()) -> list[P
                 overrides = tuple(run_overrides(study, variant, grid, seed, user))
                 cfg, _ = resolve_placement(compose(overrides))  # as engine/run.py train hashes it
                 runs.append(PlannedRun(study.name, variant, grid, seed, overrides, config_hash(cfg),
-                                       str(cfg.data.name)))
+                                       str(cfg.data.name), resolved_threads(cfg.trainer.threads),
+                                       str(cfg.trainer.precision)))
     return runs

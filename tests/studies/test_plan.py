@@ -1,4 +1,4 @@
-"""Planned run ids are the ids a sweep writes, and they hold the sweep's thread count."""
+"""Planned run ids are the ids a sweep writes, and they hold the sweep's thread count and the precision used."""
 
 from __future__ import annotations
 
@@ -15,11 +15,13 @@ TINY = ["data.rows=4000", "trainer=smoke", "trainer.progress=false"]
 
 
 def test_planned_run_ids_are_the_ids_the_sweep_writes(tmp_path: Path):
-    planned = plan(load_study("hierarchical"), [0], TINY)
-    ablate(["hierarchical"], seeds=1, jobs=1, overrides=TINY, results_dir=tmp_path, quiet=True)
+    overrides = [*TINY, "trainer.precision=auto"]  # resolved to this machine's choice in the plan and the run
+    planned = plan(load_study("hierarchical"), [0], overrides)
+    ablate(["hierarchical"], seeds=1, jobs=1, overrides=overrides, results_dir=tmp_path, quiet=True)
     for run in planned:
         metrics = json.loads((tmp_path / "runs" / run.run_id / "metrics.json").read_text())
-        assert metrics["run_id"] == run.run_id and metrics["threads"] == SWEEP_THREADS
+        assert metrics["run_id"] == run.run_id and metrics["threads"] == run.threads == SWEEP_THREADS
+        assert metrics["precision"] == run.precision
     written = sorted(p.name for p in (tmp_path / "runs").iterdir() if not p.name.startswith("."))
     assert written == sorted(run.run_id for run in planned)
 
