@@ -27,6 +27,7 @@ def test_overrides_land_and_later_ones_win():
 def test_run_id_ignores_progress_but_not_results_keys():
     base = config_hash(compose([]))
     assert config_hash(compose(["trainer.progress=false"])) == base
+    assert config_hash(compose(["trainer.allow_emulated_bf16=true"])) == base  # where bf16 may run, not its numbers
     assert config_hash(compose(["seed=1"])) != base
     assert config_hash(compose(["model=hmtl"])) != base
 
