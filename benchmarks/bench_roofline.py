@@ -4,8 +4,9 @@ bf16 peak, and a torch.profiler breakdown of an mfh paper step that explains the
 
 bf16 is measured only where the CPU has it natively (AMX or AVX512_BF16, engine/placement.py): elsewhere PyTorch
 emulates it, its "peak" is near 0 and no share of it means anything, so the record says "no native bf16" instead.
+`--emulated-bf16` times mfh paper under emulated bf16 anyway (2 steps: about a minute) as a slowdown against fp32.
 
-Run: python -m benchmarks.bench_roofline [--threads 2] [--batch 1024] [--steps 20] [--quick]
+Run: python -m benchmarks.bench_roofline [--threads 2] [--batch 1024] [--steps 20] [--emulated-bf16] [--quick]
 Inputs are random features of a fixed width (the simulator's embedded width at compact, 256 at paper, as the
 issue's reference), so the figures are the network's alone: no embedding lookup. Training FLOPs = 3 × forward
 (forward, and two matmuls of the same size per matmul in backward).
@@ -179,6 +180,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--matmul-size", type=int, default=2048)
     parser.add_argument("--rows", type=int, default=20000, help="rows of random input batches are drawn from")
+    parser.add_argument("--emulated-bf16", action="store_true", help="without native bf16: time mfh paper under "
+                        "emulated bf16 (2 steps) as a slowdown against fp32")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that the script runs")
     arguments = parser.parse_args()
     if arguments.quick:
@@ -207,14 +210,14 @@ def main() -> None:
     inputs = {preset: random_inputs(arguments.rows, widths[preset], behaviours, len(schema.groups))
               for preset in PRESETS}
 
-    def measure(name: str, preset: str) -> tuple[torch.nn.Module, float, float]:
+    def measure(name: str, preset: str, steps: int = arguments.steps) -> tuple[torch.nn.Module, float, float]:
         """Build `name` at `preset` and time its training steps: the model, its forward FLOPs per sample and
         its training samples/s."""
         model = build_model(compose([f"model={name}", f"size={preset}"]), schema, input_dim=widths[preset])
         features, group, labels, mask = inputs[preset]
         flops = forward_flops(model, features, group)
         speed = samples_per_second([model], features, group, labels, mask, model.kinds, arguments.batch,
-                                   arguments.steps)[0]
+                                   steps)[0]
         print(f"{preset} {name}: {speed:,.0f} samples/s", flush=True)
         return model, flops, speed
 
@@ -222,6 +225,10 @@ def main() -> None:
     if not bf16_missing:
         with torch.autocast("cpu", dtype=torch.bfloat16):
             measured["paper", "mfh", "bf16"] = measure("mfh", "paper")
+    emulated = None
+    if bf16_missing and arguments.emulated_bf16:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            emulated = measure("mfh", "paper", steps=2)[2]
     after = peaks()
     peak = {name: max(before[name], after[name]) for name in before}
     peak_text = ", ".join(f"{name} {before[name] / 1e9:.0f} / {after[name] / 1e9:.0f} GFLOP/s" for name in peak)
@@ -229,7 +236,8 @@ def main() -> None:
              f"after the models): {peak_text}; shares use the better ("
              f"{', '.join(f'{name} {value / 1e9:.0f}' for name, value in peak.items())}). Memory: "
              f"{bandwidth / 1e9:.1f} GB/s (copy of {16 if arguments.quick else 256} MB, read + write).",
-             *([f"bf16: {bf16_missing} (emulated bf16 has no peak to take a share of)."] if bf16_missing else []),
+             *([f"bf16: {bf16_missing}: no bf16 peak is measured and no share of one given."] if bf16_missing
+               else []),
              "",
              f"Training: batch {arguments.batch}, median of {arguments.steps} steps (forward + backward + Adam), "
              f"random inputs of width {widths['compact']} (compact) / {widths['paper']} (paper). "
@@ -242,9 +250,13 @@ def main() -> None:
         lines.append(f"| {preset} | {label} | {flops / 1e6:.2f} | {TRAINING_FLOPS_PER_FORWARD * flops / 1e6:.2f} | "
                      f"{speed:,.0f} | {achieved / 1e9:.1f} | {achieved / peak[precision]:.0%} ({precision}) |")
     if bf16_missing:
-        flops = measured["paper", "mfh", "fp32"][1]
+        _, flops, fp32_speed = measured["paper", "mfh", "fp32"]
+        speed_text = "not measured" if emulated is None else f"{emulated:,.0f} (emulated, 2 steps)"
         lines.append(f"| paper | mfh, bf16 autocast | {flops / 1e6:.2f} | "
-                     f"{TRAINING_FLOPS_PER_FORWARD * flops / 1e6:.2f} | not measured | — | no native bf16 |")
+                     f"{TRAINING_FLOPS_PER_FORWARD * flops / 1e6:.2f} | {speed_text} | — | no native bf16 |")
+        if emulated is not None:
+            lines += ["", f"Emulated bf16 (no native bf16): mfh paper trains {fp32_speed / emulated:.0f}× slower than "
+                      "in fp32 — the reason `trainer.precision=bf16` is refused on this CPU."]
     model, flops, speed = measured["paper", "mfh", "fp32"]
     share = speed * TRAINING_FLOPS_PER_FORWARD * flops / peak["fp32"]
     lines += ["", *profile_lines(model, inputs["paper"], arguments.batch, max(arguments.steps // 2, 2),

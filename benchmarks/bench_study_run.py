@@ -114,7 +114,7 @@ def bf16_lines(base: list[str], repeats: int) -> list[str]:
     if missing:
         runs = alternate({"fp32": (base, None, None)}, repeats)
         return [f"### The study-sized run in fp32 (`{' '.join(base)}`)", "", *HEADER,
-                f"| fp32 | {summary(runs['fp32'])} |", f"| bf16 | {missing} |", ""]
+                f"| fp32 | {summary(runs['fp32'])} |", f"| bf16 | {missing}: not measured | | | |", ""]
     runs = alternate({"fp32": (base, None, None), "bf16": ([*base, "trainer.precision=bf16"], None, None)}, repeats)
     return [f"### bf16 autocast on the study-sized run (`{' '.join(base)}`)", "", *HEADER,
             f"| fp32 | {summary(runs['fp32'])} |", f"| bf16 | {summary(runs['bf16'])} |", "",
@@ -172,7 +172,7 @@ def ablate(study: str, seeds: int, extra: list[str], results: Path) -> tuple[flo
 def study_lines(study: str, seeds: int, extra: list[str]) -> list[str]:
     missing = no_native_bf16()
     if missing:
-        return [f"### bf16 against fp32 on study `{study}`: {missing}", ""]
+        return [f"### bf16 against fp32 on study `{study}`: not run, {missing}", ""]
     with tempfile.TemporaryDirectory() as root:
         fp32_seconds, fp32 = ablate(study, seeds, extra, Path(root, "fp32"))
         bf16_seconds, bf16 = ablate(study, seeds, [*extra, "trainer.precision=bf16"], Path(root, "bf16"))

@@ -28,9 +28,9 @@ def machine() -> str:
 
 
 def no_native_bf16() -> str | None:
-    """Why bf16 is not measured on this CPU ('this CPU (…) has no native bf16, …'), None where it is native."""
+    """Why this CPU computes bf16 only emulated ('this CPU (…) has no native bf16, …'), None where it is native."""
     cpu = probe_machine().cpu
-    return None if cpu.native_bf16 else f"{missing_cpu_bf16(cpu)}: bf16 not measured"
+    return None if cpu.native_bf16 else missing_cpu_bf16(cpu)
 
 
 def median_seconds(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
