@@ -27,8 +27,8 @@ from mfh_cli.config import config_hash, resolved_threads, to_container
 from mfh_cli.data import Dataset, load_dataset
 from mfh_cli.engine.distributed import init_from_environment, shutdown
 from mfh_cli.engine.loop import Split, Trainer, prepare_splits
-from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.engine.metrics import group_metrics
+from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.errors import ConfigError, RunError
 from mfh_cli.models import build_model
 
