@@ -44,7 +44,8 @@ def reproduce(overrides: Sequence[str] = (), seeds: int | None = None, jobs: int
                          ("Verdicts per table (SPEC §4)", verdicts),
                          ("Direction agreement with the paper (secondary: read the verdicts)", agreement)):
         console.rule(title)
-        for line in lines:
+        for line in lines or (["no control on this dataset: the controls run on the simulator (`mfh reproduce`)"]
+                              if lines is controls else []):
             console.print(line, markup=False, highlight=False)
     for path in sorted({path for path in files if path.suffix == ".png"}):
         console.print(f"figure: {path}")

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from mfh_cli.config import compose
 from mfh_cli.engine.run import ensure_writable, is_finished, train
-from mfh_cli.errors import Interrupted, MfhError, RunError
+from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
 from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
 from mfh_cli.studies.spec import Study, load_study
@@ -47,7 +47,7 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
     saying how many of the sweep's runs are done."""
     launcher = [item for item in overrides if is_launcher_override(item)]
     overrides = [item for item in overrides if not is_launcher_override(item)]
-    studies = [expanded for name in names for expanded in load_study(name).expand()]
+    studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     ensure_writable(results_dir)  # after planning (a bad config writes nothing), before any training
@@ -77,6 +77,22 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
         write_study_files(study, runs, directory, results_dir, sorted({run.seed for run in runs}), sequential)
         outcomes.append(StudyOutcome(study, runs[0].dataset, directory, runs))
     return outcomes
+
+
+def runnable_studies(studies: list[Study], overrides: Sequence[str]) -> list[Study]:
+    """The studies that mean something on the dataset the overrides select: a study bound to another dataset
+    (`only_on`, e.g. the controls on the simulator) is left out with one stderr line, or refused when it is the
+    only one asked for."""
+    datasets = {study.name: str(compose([*study.overrides, *overrides]).data.name) for study in studies}
+    kept = [study for study in studies if study.only_on in (None, datasets[study.name])]
+    for study in studies:
+        if study not in kept:
+            message = (f"study '{study.name}' runs on data={study.only_on} only (it relies on that dataset's "
+                       f"inputs), not data={datasets[study.name]}")
+            if not kept:
+                raise ConfigError(message)
+            print(f"skipped: {message}", file=sys.stderr)
+    return kept
 
 
 def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results_dir: Path, quiet: bool,

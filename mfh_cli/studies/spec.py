@@ -36,6 +36,7 @@ class Study:
     figure: dict | None = None
     sweep: dict | None = None  # on an expanded study: {"study", "setting", "overrides", "figure"}
     in_main_job: bool = True  # `mfh reproduce` and `--study all` run it (else: by name, or reproduce --with)
+    only_on: str | None = None  # the one dataset the study means something on (the controls: synthetic)
 
     def expand(self) -> list[Study]:
         """The study itself, or one study per setting when it sweeps settings."""
@@ -94,7 +95,8 @@ def load_study(name: str) -> Study:
                       seed_offsets={k: int(v) for k, v in (raw.get("seed_offsets") or {}).items()},
                       expected=dict(raw.get("expected") or {}),
                       settings={k: list(v or []) for k, v in (raw.get("settings") or {}).items()},
-                      figure=raw.get("figure"), in_main_job=bool(raw.get("in_main_job", True)))
+                      figure=raw.get("figure"), in_main_job=bool(raw.get("in_main_job", True)),
+                      only_on=raw.get("only_on"))
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ConfigError(f"{path}: missing or malformed key {error}") from None
     if study.reference not in study.variants:

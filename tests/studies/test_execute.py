@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mfh_cli.errors import MfhError
-from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, write_atomically
+from mfh_cli.errors import ConfigError, MfhError
+from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, runnable_studies, write_atomically
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
 
@@ -297,3 +297,14 @@ def test_a_sweep_without_a_terminal_prints_one_line_per_finished_run(run_mfh):
     assert {re.search(r": (\w+ seed \d)", line).group(1) for line in lines} == {
         "hmtl seed 0", "hmtl seed 1", "flat seed 0", "flat seed 1"}
     # --quiet silences them: test_signal_stops_the_sweep_keeping_finished_runs reads a quiet sweep's whole stderr.
+
+
+def test_a_study_bound_to_the_simulator_is_skipped_on_other_data_or_refused_alone(tmp_path: Path, capsys):
+    kuairand = ["data=kuairand"]
+    assert [study.name for study in runnable_studies([load_study("controls"), load_study("biasnet")], kuairand)] \
+        == ["biasnet"]
+    assert "skipped: study 'controls' runs on data=synthetic only" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="runs on data=synthetic only"):
+        ablate(["controls"], seeds=1, overrides=kuairand, results_dir=tmp_path, quiet=True)
+    assert not (tmp_path / "runs").exists()
+    assert [study.name for study in runnable_studies([load_study("controls")], ["trainer=smoke"])] == ["controls"]
