@@ -18,7 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from mfh_cli import CONF_DIR
 from mfh_cli.config_schema import check_config
-from mfh_cli.errors import ConfigError
+from mfh_cli.errors import ConfigError, Interrupted
 
 # Keys that change how a run is executed but not what it computes: left out of the run id. trainer.threads is
 # not one of them: the thread count changes float reduction order, so the run id holds the count actually used
@@ -44,12 +44,29 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
+        _reraise_interrupt(error)
         message = " ".join(str(error).split()).split(" Config search path")[0]
         raise ConfigError(f"bad config override: {message}") from None
+    except Exception as error:  # e.g. Hydra's own UnboundLocalError when the signal lands in its file reading
+        _reraise_interrupt(error)
+        raise
     finally:
         restore_gh_from_backup(outer)
     check_config(cfg)
     return cfg
+
+
+def _reraise_interrupt(error: BaseException) -> None:
+    """Raise the Interrupted that Hydra wrapped, if any: OmegaConf turns an exception raised anywhere inside its
+    node code, a signal handler's included, into its own, and Hydra then into an empty composition error; a
+    Ctrl-C during composition must still stop the command as an interrupt, not read as a bad override."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, Interrupted):
+            raise cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
 
 
 def is_hydra_override(item: str) -> bool:

@@ -70,3 +70,36 @@ def test_hydra_overrides_never_reach_a_run_config(override: str):
     # mfh ablate takes its documented launcher overrides out before composing; anything else is refused here.
     with pytest.raises(ConfigError, match="hydra/launcher=<name> and hydra.launcher.<key>=<value>"):
         compose([override])
+
+
+def test_a_signal_during_composition_is_an_interrupt_not_a_bad_override():
+    """Hydra wraps whatever its config code raises, a signal handler's exception included, into an empty
+    composition error (or trips over its own file reading): a Ctrl-C must still arrive as Interrupted."""
+    import os
+    import random
+    import signal
+    import threading
+
+    from mfh_cli.errors import Interrupted
+
+    def handler(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    outcomes: list[str] = []
+    generator = random.Random(0)
+    try:
+        for _ in range(150):
+            timer = threading.Timer(generator.uniform(0, 0.03), os.kill, (os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                while True:
+                    compose(["model=hmtl", "seed=3"])
+            except Interrupted:
+                outcomes.append("interrupted")
+            except Exception as error:  # what the bug looked like: "bad config override: " with no message
+                outcomes.append(f"{type(error).__name__}: {error}")
+            timer.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert set(outcomes) == {"interrupted"}, sorted(set(outcomes))
