@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from mfh_cli import available_cores
 from mfh_cli.engine.placement import missing_cpu_bf16, probe_machine
 
 RESULTS = Path(__file__).resolve().parent / "results.md"
@@ -22,7 +23,7 @@ def machine() -> str:
     the GPU if any, and the torch build and threads this was measured on."""
     found = probe_machine()
     gpu = f", GPU {found.cuda.name}" if found.cuda is not None else ""
-    return (f"{found.cpu.describe()}, {os.cpu_count()} cores{gpu}, torch {torch.__version__} "
+    return (f"{found.cpu.describe()}, {available_cores()} cores{gpu}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads, {torch.backends.cpu.get_cpu_capability()} kernels); "
             f"class: {found.cpu.machine_class}")
 

@@ -1,5 +1,6 @@
 """mfh: an experiment runner for Multi-Faceted Hierarchical multi-task recommendation."""
 
+import os
 from pathlib import Path
 
 __version__ = "0.1.0"
@@ -13,3 +14,12 @@ CONF_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents
 def config_names(group: str) -> list[str]:
     """The names a config group offers (conf/<group>/*.yaml), sorted: `model` gives biasnet, cgc, flat, ..."""
     return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def available_cores() -> int:
+    """The cores this process may run on: its CPU affinity (taskset, a container's or SLURM's cpuset), not every
+    core of the machine, which os.cpu_count() gives and which would oversubscribe a pinned job."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows: no affinity API
+        return os.cpu_count() or 1

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mfh_cli import __version__, config_names
+from mfh_cli import __version__, available_cores, config_names
 from mfh_cli.errors import ConfigError, Interrupted, MfhError
 
 # Commands that compose a config take `key=value` overrides as their last arguments (anything unknown, even
@@ -209,7 +209,7 @@ Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Run
                                                                         "(default: one per core).")]
 
 
-_CORES = os.cpu_count() or 1
+_CORES = available_cores()
 
 
 def _studies(study: str) -> list[str]:

@@ -16,7 +16,7 @@ from hydra.initialize import get_gh_backup, restore_gh_from_backup
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from mfh_cli import CONF_DIR
+from mfh_cli import CONF_DIR, available_cores
 from mfh_cli.config_schema import check_config
 from mfh_cli.errors import ConfigError, Interrupted
 
@@ -78,11 +78,12 @@ def is_hydra_override(item: str) -> bool:
 
 
 def resolved_threads(threads: int | None) -> int:
-    """The torch thread count a run uses: trainer.threads, else all cores shared by this machine's ranks."""
+    """The torch thread count a run uses: trainer.threads, else all available cores shared by this machine's
+    ranks."""
     if threads:
         return int(threads)
     local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("WORLD_SIZE") or 1)
-    return max(1, (os.cpu_count() or 1) // local_ranks)
+    return max(1, available_cores() // local_ranks)
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from mfh_cli import available_cores
 from mfh_cli.engine.placement import CpuFeatures, probe_machine
 from mfh_cli.report import run_report
 from mfh_cli.report.build import sweep_figure
@@ -64,5 +65,5 @@ def execution_line(cpu: CpuFeatures, runs: Sequence[PlannedRun], jobs: int, laun
     at_once = (f"runs dispatched by {launcher}" if launcher else
                f"{jobs} run{'s' if jobs > 1 else ''} at once (--jobs {jobs})")
     precisions = "/".join(sorted({run.precision for run in runs}))
-    return (f"measured on {cpu.model} ({cpu.machine_class}), {os.cpu_count()} cores: {threads} torch {unit} per "
+    return (f"measured on {cpu.model} ({cpu.machine_class}), {available_cores()} cores: {threads} torch {unit} per "
             f"run, {at_once}, {precisions}")

@@ -13,6 +13,21 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`-n auto`, the default addopts) give each worker its own share of the cores.
+
+    Every run resolves `trainer.threads=null` to the cores it may run on (mfh_cli.available_cores), so pinning a
+    worker makes it and the `mfh` subprocesses it starts use its share only; unpinned, N workers each running
+    all-core torch would oversubscribe the machine, which stalls OpenMP's spinning threads several-fold."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if not worker or workers < 2 or not hasattr(os, "sched_setaffinity"):
+        return
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) >= workers:
+        os.sched_setaffinity(0, cores[int(worker.removeprefix("gw")) % workers::workers])
+
+
 def mfh_executable() -> str:
     """The `mfh` console script of the interpreter running the tests (the installed package)."""
     found = shutil.which("mfh", path=str(Path(sys.executable).parent)) or shutil.which("mfh")

@@ -148,21 +148,41 @@ def _tiny(args: list[str]) -> list[str]:
     return tiny + (["--seeds", "1"] if args[0] in ("ablate", "reproduce") else [])
 
 
-@pytest.mark.slow
-def test_every_example_in_the_help_runs(kuairand_dir: Path, tmp_path: Path):
-    """As a new user would: in an empty folder with the KuaiRand slice in ./data (the default data dir), every
-    example every help shows, commands that train first so that the reports have results to show."""
+def _help_examples(on_kuairand: bool) -> list[list[str]]:
+    """Every distinct example every help shows, as run tiny, those that touch KuaiRand or the others, commands that
+    train first so that the reports have results to show."""
     commands = [(command, text) for command, text in all_commands() if command not in [("data",), ("model",)]]
     assert all(len(_examples(text)) >= 2 for _, text in commands), "a command's help shows fewer than 2 examples"
-    examples = [example for _, text in commands for example in _examples(text)]
+    examples = {tuple(_tiny(example)): None for _, text in commands for example in _examples(text)}  # ordered set
     order = ["data", "model", "train", "ablate", "report", "reproduce"]
-    examples.sort(key=lambda args: order.index(args[0]))
-    shutil.copytree(kuairand_dir, tmp_path / "data" / "kuairand-pure")
+    chosen = [list(args) for args in examples if any("kuairand" in arg for arg in args) == on_kuairand]
+    return sorted(chosen, key=lambda args: order.index(args[0]))
+
+
+def _run_examples(examples: list[list[str]], folder: Path, kuairand_dir: Path | None = None) -> None:
+    """As a new user would: in an empty folder, with the KuaiRand slice in ./data (the default data dir) if given."""
+    if kuairand_dir is not None:
+        shutil.copytree(kuairand_dir, folder / "data" / "kuairand-pure")
     environment = {name: value for name, value in os.environ.items() if not name.startswith("MFH_")}
     for args in examples:
-        result = subprocess.run([mfh_executable(), *_tiny(args)], capture_output=True, text=True, cwd=tmp_path,
+        result = subprocess.run([mfh_executable(), *args], capture_output=True, text=True, cwd=folder,
                                 env=environment, timeout=900)
         assert result.returncode == 0, f"mfh {shlex.join(args)}: exit {result.returncode}\n{result.stderr}"
+
+
+@pytest.mark.slow
+def test_every_kuairand_example_in_the_help_runs(kuairand_dir: Path, tmp_path: Path):
+    examples = _help_examples(on_kuairand=True)
+    assert {args[0] for args in examples} >= {"data", "train", "ablate"}
+    _run_examples(examples, tmp_path, kuairand_dir)
+    assert list((tmp_path / "results" / "studies").glob("biasnet/kuairand/runs.csv"))
+
+
+@pytest.mark.slow
+def test_every_simulator_example_in_the_help_runs(tmp_path: Path):
+    examples = _help_examples(on_kuairand=False)
+    assert {args[0] for args in examples} >= {"train", "ablate", "report", "reproduce", "model"}
+    _run_examples(examples, tmp_path)
     # `mfh report --format csv --output tables`: one file per study and dataset, the CSV the report writes.
     studies = list((tmp_path / "results" / "studies").glob("*/*/runs.csv"))
     written = list((tmp_path / "tables").iterdir())

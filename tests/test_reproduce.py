@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import os
-
+from mfh_cli import available_cores
 from mfh_cli.engine.placement import X86_FEATURES, CpuFeatures
 from mfh_cli.reproduce import execution_line
 from mfh_cli.studies.plan import PlannedRun
@@ -17,7 +16,7 @@ def planned(threads: int, precision: str = "fp32") -> PlannedRun:
 
 def test_execution_line_names_the_cpu_its_class_and_the_thread_policy():
     line = execution_line(EPYC, [planned(1), planned(1)], jobs=2, launcher=None)
-    assert line == (f"measured on AMD EPYC (AVX2, no native bf16), {os.cpu_count()} cores: 1 torch thread per run, "
+    assert line == (f"measured on AMD EPYC (AVX2, no native bf16), {available_cores()} cores: 1 torch thread per run, "
                     "2 runs at once (--jobs 2), fp32")
 
 
