@@ -42,7 +42,7 @@ BATCH = 1024
 def our_config(name: str, preset: str, rows: int) -> DictConfig:
     """Our model at `preset` reshaped to what torch-rechub can express; one epoch, no history."""
     overrides = [f"model={name}", f"size={preset}", f"data.rows={rows}", "model.level0=null",
-                 "trainer.max_epochs=1", "trainer.history_every=0", "trainer.progress=false",
+                 "trainer.max_epochs=1", "trainer.progress=false",
                  f"trainer.batch_size={BATCH}"]
     if name == "ple":
         width = compose([f"size={preset}"]).size.switchers.level1.layers[0][0]

@@ -55,7 +55,7 @@ def measure_size(rows: int, threads: int) -> dict:
     keep_freed_memory()  # as `mfh train` does
     torch.set_num_threads(threads)
     cfg = compose([f"data.rows={rows}", "model=mfh", "size=compact", "trainer.max_epochs=1",
-                   "trainer.history_every=0", "trainer.progress=false"])
+                   "trainer.progress=false"])
     baseline = peak_rss_bytes()
     started = time.perf_counter()
     dataset = simulate(cfg.data)

@@ -40,7 +40,7 @@ def worker(threads: int, steps: int, rows: int) -> None:
 
     keep_freed_memory()
     torch.set_num_threads(threads)
-    cfg = compose(["model=mfh", f"data.rows={rows}", "trainer.history_every=0"])
+    cfg = compose(["model=mfh", f"data.rows={rows}"])
     dataset = simulate(cfg.data)
     splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
     torch.manual_seed(0)

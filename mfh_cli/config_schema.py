@@ -35,6 +35,7 @@ class TrainerSchema(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"]
     patience: PositiveInt
     min_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    history: bool  # record history.csv (the overfitting study's curves)
     history_every: Count | None  # 0 or null: no history
     history_test_rows: PositiveInt | None  # null: all test rows
     threads: PositiveInt | None  # null: all cores

@@ -190,7 +190,7 @@ class Trainer:
         train, config = self.splits["train"], self.config
         world, rank = self.context.world, self.context.rank
         batch_size = int(config.batch_size)
-        history_every = int(config.history_every or 0)
+        history_every = int(config.history_every or 0) if config.history else 0
         test_rows = self.history_test_rows()
         best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
         sums = counts = None

@@ -14,7 +14,7 @@ from mfh_cli.engine.run import task_weights
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
 from mfh_cli.models.parts.dense import StackedLinear
 
-OVERRIDES = ["data.rows=3000", "trainer.history_every=0"]
+OVERRIDES = ["data.rows=3000"]
 
 
 @pytest.fixture(scope="module")
@@ -131,3 +131,23 @@ def test_trainer_steps_its_flat_parameters(simulated):
     assert trainer.step == 1
     assert not torch.equal(trainer.flat_parameters.values, before)
     assert trainer.flat_parameters.gradient.abs().sum() > 0  # backward wrote into the flat gradient
+
+
+def test_recording_history_changes_no_number_of_the_run(simulated):
+    """trainer.history is off by default because scoring test rows along training costs time, not because it
+    changes anything: with it on, the same seed trains to the same weights and validation losses."""
+    _, dataset = simulated
+    fits = {}
+    for history in (False, True):
+        cfg = compose([*OVERRIDES, "model=mfh", "trainer.max_epochs=2", "trainer.batch_size=256",
+                       f"trainer.history={history}", "trainer.history_every=3"])
+        torch.manual_seed(0)
+        model = build_model(cfg, dataset.schema)
+        splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
+        weights = task_weights(cfg, list(model.groups), list(model.behaviours))
+        fit = Trainer(model, splits, cfg.trainer, weights, seed=0).fit()
+        fits[history] = (fit, [value.clone() for value in model.state_dict().values()])
+    (quiet, quiet_weights), (recorded, recorded_weights) = fits[False], fits[True]
+    assert quiet.history == [] and {row["split"] for row in recorded.history} == {"train", "test"}
+    assert recorded.validation_losses == quiet.validation_losses
+    assert all(torch.equal(a, b) for a, b in zip(quiet_weights, recorded_weights))
