@@ -30,8 +30,8 @@ from benchmarks.common import record
 from mfh_cli.config import compose
 from mfh_cli.data import Dataset
 from mfh_cli.data.synthetic import simulate
-from mfh_cli.engine.loop import Trainer, prepare_splits
-from mfh_cli.engine.run import keep_freed_memory, task_weights
+from mfh_cli.engine.loop import build_trainer, prepare_splits
+from mfh_cli.engine.run import keep_freed_memory
 from mfh_cli.models import build_model
 
 MODELS = ("mmoe", "ple")
@@ -80,10 +80,9 @@ def peer_arrays(dataset: Dataset, behaviours: list[str], split: str) -> tuple[di
 
 def our_samples_per_second(cfg: DictConfig, dataset: Dataset, splits: dict) -> float:
     """One epoch of the engine's Trainer on a fresh model: training samples / training seconds."""
-    torch.manual_seed(int(cfg.seed))
-    model = build_model(cfg, dataset.schema)
-    weights = task_weights(cfg, model.groups, list(cfg.tasks.behaviours))
-    fit = Trainer(model, splits, cfg.trainer, weights, int(cfg.seed)).fit()
+    trainer = build_trainer(cfg, dataset)
+    trainer.splits = splits  # the splits the peer is timed on (the same rows)
+    fit = trainer.fit()
     return fit.samples / fit.train_seconds
 
 

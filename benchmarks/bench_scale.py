@@ -22,9 +22,8 @@ from benchmarks.common import record
 from mfh_cli.config import compose
 from mfh_cli.data import Dataset
 from mfh_cli.data.synthetic import simulate
-from mfh_cli.engine.loop import Trainer, prepare_splits
-from mfh_cli.engine.run import evaluate, keep_freed_memory, task_weights
-from mfh_cli.models import build_model
+from mfh_cli.engine.loop import build_trainer
+from mfh_cli.engine.run import evaluate, keep_freed_memory
 
 GIB = 1 << 30
 LINEAR_TOLERANCE = 0.10
@@ -60,11 +59,8 @@ def measure_size(rows: int, threads: int) -> dict:
     started = time.perf_counter()
     dataset = simulate(cfg.data)
     generate_seconds = time.perf_counter() - started
-    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
-    torch.manual_seed(int(cfg.seed))
-    model = build_model(cfg, dataset.schema)
-    weights = task_weights(cfg, model.groups, list(cfg.tasks.behaviours))
-    trainer = Trainer(model, splits, cfg.trainer, weights, int(cfg.seed))
+    trainer = build_trainer(cfg, dataset)
+    splits = trainer.splits
     fit = trainer.fit()
     started = time.perf_counter()
     for split in ("validation", "test"):
@@ -74,7 +70,7 @@ def measure_size(rows: int, threads: int) -> dict:
             "evaluate_s": evaluate_seconds, "evaluate_rows": len(splits["validation"]) + len(splits["test"]),
             "baseline_rss": baseline, "peak_rss": peak_rss_bytes(), "swap": swapped_bytes(),
             "arrays": dataset_bytes(dataset),
-            "model": TRAINING_BYTES_PER_PARAMETER * sum(p.numel() for p in model.parameters())}
+            "model": TRAINING_BYTES_PER_PARAMETER * sum(p.numel() for p in trainer.model.parameters())}
 
 
 def run_size(rows: int, threads: int) -> dict:

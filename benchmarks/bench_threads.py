@@ -34,19 +34,15 @@ def worker(threads: int, steps: int, rows: int) -> None:
 
     from mfh_cli.config import compose
     from mfh_cli.data.synthetic import simulate
-    from mfh_cli.engine.loop import Trainer, prepare_splits
-    from mfh_cli.engine.run import keep_freed_memory, task_weights
-    from mfh_cli.models import build_model
+    from mfh_cli.engine.loop import build_trainer
+    from mfh_cli.engine.run import keep_freed_memory
 
     keep_freed_memory()
     torch.set_num_threads(threads)
     cfg = compose(["model=mfh", f"data.rows={rows}"])
     dataset = simulate(cfg.data)
-    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
-    torch.manual_seed(0)
-    model = build_model(cfg, dataset.schema)
-    trainer = Trainer(model, splits, cfg.trainer, task_weights(cfg, model.groups, model.behaviours), 0)
-    train, batch = splits["train"], int(cfg.trainer.batch_size)
+    trainer = build_trainer(cfg, dataset)
+    train, batch = trainer.splits["train"], int(cfg.trainer.batch_size)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     seconds = []
     for step in range(WARMUP_STEPS + steps):

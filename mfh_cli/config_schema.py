@@ -46,6 +46,7 @@ class TrainerSchema(_Strict):
     progress: bool
     nan_at_step: Count | None
     task_weights: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]]
+    weighting: Literal["fixed", "uncertainty"]  # loss weighting across task cells (models/weighting.py)
 
 
 class SwitcherSchema(_Strict):

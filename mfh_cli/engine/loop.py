@@ -18,8 +18,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from mfh_cli.data import SPLITS, Dataset
 from mfh_cli.engine.distributed import Context
 from mfh_cli.engine.placement import AUTOCAST_DTYPES
-from mfh_cli.errors import RunError
-from mfh_cli.models.loss import elementwise_loss, multitask_loss
+from mfh_cli.errors import ConfigError, RunError
+from mfh_cli.models import build_model
+from mfh_cli.models.loss import elementwise_loss
+from mfh_cli.models.weighting import LossWeighting, build_weighting
 
 
 @dataclass
@@ -90,9 +92,11 @@ class Trainer:
     """Trains one model on one dataset's splits; `fit` restores the best validation epoch's weights."""
 
     def __init__(self, model: torch.nn.Module, splits: dict[str, Split], trainer: DictConfig,
-                 weights: torch.Tensor, seed: int, context: Context = Context(), show_progress: bool = False):
+                 weighting: LossWeighting, seed: int, context: Context = Context(), show_progress: bool = False,
+                 base_model: torch.nn.Module | None = None):
         self.model, self.splits, self.config, self.context = model, splits, trainer, context
-        self.weights = weights  # [G, T] task weights, gathered per row by its group
+        self.base_model = model if base_model is None else base_model  # uncompiled: state dict, parameter counts
+        self.weighting = weighting  # the loss of the [B, T] terms (models/weighting.py); may hold learned weights
         self.kinds: list[str] = list(model.kinds)
         self.groups: list[str] = list(model.groups)
         self.behaviours: list[str] = list(model.behaviours)
@@ -100,7 +104,7 @@ class Trainer:
         self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
         self.precision = AUTOCAST_DTYPES[str(trainer.precision)]  # resolved by engine/placement: fp32 or bf16
         self.show_progress = show_progress and context.is_main
-        self.flat_parameters = FlatParameters(model)
+        self.flat_parameters = FlatParameters(model, weighting)  # the weighting's own parameters train too
         self.optimizer = make_optimizer(self.flat_parameters.values, trainer)
         self.step = 0
         self.history: list[dict] = []
@@ -124,10 +128,11 @@ class Trainer:
         return torch.cat(parts) if parts else torch.empty(0, len(self.behaviours), device=self.device)
 
     def loss_on(self, split: Split, name: str = "validation") -> float:
-        """The SPEC §3 loss over a whole split (the early-stopping criterion); a non-finite one is a RunError."""
+        """The SPEC §3 loss (configured task weights, not learned ones) over a whole split: the early-stopping
+        criterion; a non-finite one is a RunError."""
         outputs = self.predict(split)
         elementwise = elementwise_loss(outputs, split.labels, self.kinds)
-        loss = float(multitask_loss(elementwise, split.mask, self.weights[split.group]))
+        loss = float(self.weighting.fixed_loss(elementwise, split.mask, split.group))
         if not math.isfinite(loss):
             raise RunError(f"{name} loss is {loss} after step {self.step} ({name} split, "
                            f"{self.first_non_finite(elementwise, split)}): the run diverged; lower trainer.lr; "
@@ -171,7 +176,7 @@ class Trainer:
         elementwise = elementwise_loss(self.forward(batch), batch.labels, self.kinds)
         if self.config.nan_at_step is not None and self.step == int(self.config.nan_at_step):
             elementwise = inject_nan(elementwise, batch.mask)
-        loss = multitask_loss(elementwise, batch.mask, self.weights[batch.group])
+        loss = self.weighting(elementwise, batch.mask, batch.group)
         # Scale to the global number of active terms so summed gradients equal the whole batch's.
         totals = self.context.sum(torch.tensor([float(batch.mask.sum()), float(not torch.isfinite(loss))],
                                                device=self.device))
@@ -225,14 +230,20 @@ class Trainer:
                 validation_losses.append(validation_loss)
                 if validation_loss < best_loss - float(config.min_delta):
                     best_loss, best_epoch, stale = validation_loss, epoch, 0
-                    best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    best_state = self.state()
                 else:
                     stale += 1
                     if stale >= int(config.patience):
                         break
         if best_state is not None:
-            self.model.load_state_dict(best_state)
+            self.model.load_state_dict(best_state["model"])
+            self.weighting.load_state_dict(best_state["weighting"])
         return FitResult(best_epoch, epoch, train_seconds, samples, validation_losses, self.history)
+
+    def state(self) -> dict:
+        """Copies of the model's and the weighting's state: the best epoch's, restored at the end of fit."""
+        return {part: {k: v.detach().clone() for k, v in module.state_dict().items()}
+                for part, module in (("model", self.model), ("weighting", self.weighting))}
 
     def record_history(self, epoch: int, sums: torch.Tensor, counts: torch.Tensor, test_rows: Split) -> None:
         sums, counts = self.context.sum(sums), self.context.sum(counts)
@@ -253,6 +264,26 @@ class Trainer:
         progress = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("step {task.completed}"),
                             TimeElapsedColumn(), console=Console(stderr=True), transient=True)
         return _ProgressHandle(progress, total)
+
+
+def build_trainer(cfg: DictConfig, dataset: Dataset, device: torch.device | str = "cpu",
+                  context: Context = Context(), show_progress: bool = False) -> Trainer:
+    """The Trainer of one run: model (seeded by cfg.seed), splits, loss weighting and optimizer, from the config.
+
+    The one place that wires them, for `train()`, the tests and the benchmarks alike."""
+    device = torch.device(device)
+    behaviours = list(cfg.tasks.behaviours)
+    missing = [b for b in behaviours if b not in dataset.schema.behaviours]
+    if missing:
+        raise ConfigError(f"tasks.behaviours: {', '.join(missing)} not in dataset '{cfg.data.name}' "
+                          f"(it has {', '.join(dataset.schema.behaviours)})")
+    torch.manual_seed(int(cfg.seed))  # model initialisation; data order has its own generator
+    model = build_model(cfg, dataset.schema).to(device)
+    splits = prepare_splits(dataset, behaviours, device)
+    weighting = build_weighting(cfg, model.groups, behaviours, model.kinds).to(device)
+    runnable = torch.compile(model) if cfg.trainer.compile else model
+    return Trainer(runnable, splits, cfg.trainer, weighting, int(cfg.seed), context, show_progress=show_progress,
+                   base_model=model)
 
 
 class _ProgressHandle:
@@ -282,7 +313,8 @@ def inject_nan(elementwise: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class FlatParameters:
-    """A model's trainable parameters as views into one flat tensor, their gradients as views into another.
+    """The modules' trainable parameters (the model's, then the loss weighting's) as views into one flat tensor,
+    their gradients as views into another.
 
     The optimizer then steps one tensor: one fused kernel pass instead of one per parameter tensor (MFH has
     55). Adam, AdamW and SGD are elementwise, so every value is updated as when each tensor is stepped apart, up
@@ -290,8 +322,8 @@ class FlatParameters:
     gradient at every step, so none is skipped there either).
     """
 
-    def __init__(self, model: torch.nn.Module):
-        parameters = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    def __init__(self, *modules: torch.nn.Module):
+        parameters = [parameter for module in modules for parameter in module.parameters() if parameter.requires_grad]
         sizes = [parameter.numel() for parameter in parameters]
         self.values = torch.nn.Parameter(torch.cat([parameter.detach().reshape(-1) for parameter in parameters]))
         self.gradient = torch.zeros_like(self.values)

@@ -26,11 +26,10 @@ import mfh_cli
 from mfh_cli.config import config_hash, resolved_threads, to_container
 from mfh_cli.data import Dataset, load_dataset
 from mfh_cli.engine.distributed import init_from_environment, shutdown
-from mfh_cli.engine.loop import Split, Trainer, prepare_splits
+from mfh_cli.engine.loop import Split, Trainer, build_trainer
 from mfh_cli.engine.metrics import group_metrics
 from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
-from mfh_cli.errors import ConfigError, RunError
-from mfh_cli.models import build_model
+from mfh_cli.errors import RunError
 
 MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2  # renameat2's arguments (fcntl.h, linux/fs.h)
@@ -127,19 +126,8 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
     torch.set_num_threads(threads)
     keep_freed_memory()
     dataset = dataset_for(cfg, data_dir, results_dir / "cache", quiet)
-    behaviours = list(cfg.tasks.behaviours)
-    missing = [b for b in behaviours if b not in dataset.schema.behaviours]
-    if missing:
-        raise ConfigError(f"tasks.behaviours: {', '.join(missing)} not in dataset '{cfg.data.name}' "
-                          f"(it has {', '.join(dataset.schema.behaviours)})")
-
-    torch.manual_seed(int(cfg.seed))  # model initialisation; data order has its own generator
-    model = build_model(cfg, dataset.schema).to(device)
-    splits = prepare_splits(dataset, behaviours, device)
-    weights = task_weights(cfg, model.groups, behaviours).to(device)
-    runnable = torch.compile(model) if cfg.trainer.compile else model
-    trainer = Trainer(runnable, splits, cfg.trainer, weights, int(cfg.seed), context,
-                      show_progress=not quiet and bool(cfg.trainer.progress))
+    trainer = build_trainer(cfg, dataset, device, context, show_progress=not quiet and bool(cfg.trainer.progress))
+    model, splits = trainer.base_model, trainer.splits
     started = time.perf_counter()
     fit = trainer.fit()
     metrics = {
@@ -153,7 +141,8 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
         "validation_losses": [round(loss, 6) for loss in fit.validation_losses],
         "wall_seconds": round(time.perf_counter() - started, 3),
         "train_samples_per_second": round(fit.samples / max(fit.train_seconds, 1e-9), 1),
-        "parameters": count_parameters(model), "world_size": context.world,
+        "parameters": count_parameters(model), "loss_weights": trainer.weighting.record(),
+        "world_size": context.world,
         "versions": {"mfh": mfh_cli.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     if context.is_main:
@@ -183,17 +172,6 @@ def dataset_for(cfg: DictConfig, data_dir: Path | None, cache_dir: Path, quiet: 
     if key not in _DATASETS:
         _DATASETS[key] = load_dataset(cfg, data_dir=data_dir, cache_dir=cache_dir, quiet=quiet)
     return _DATASETS[key]
-
-
-def task_weights(cfg: DictConfig, groups: list[str], behaviours: list[str]) -> torch.Tensor:
-    """[G, T] loss weights (SPEC §3): trainer.task_weights maps `<behaviour>_<group>` or `<behaviour>` → weight."""
-    configured = dict(cfg.trainer.get("task_weights") or {})
-    known = {f"{b}_{g}" for b in behaviours for g in groups} | set(behaviours)
-    unknown = sorted(set(configured) - known)
-    if unknown:
-        raise ConfigError(f"trainer.task_weights: unknown task(s) {', '.join(unknown)}")
-    return torch.tensor([[float(configured.get(f"{b}_{g}", configured.get(b, 1.0))) for b in behaviours]
-                         for g in groups])
 
 
 def evaluate(trainer: Trainer, split: Split, name: str) -> dict:

@@ -9,8 +9,7 @@ import torch
 from mfh_cli.config import compose
 from mfh_cli.data import SPLITS
 from mfh_cli.data.synthetic import simulate
-from mfh_cli.engine.loop import FlatParameters, Trainer, make_optimizer, prepare_splits
-from mfh_cli.engine.run import task_weights
+from mfh_cli.engine.loop import FlatParameters, build_trainer, make_optimizer, prepare_splits
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
 from mfh_cli.models.parts.dense import StackedLinear
 
@@ -85,10 +84,8 @@ def test_flat_parameters_are_the_model_state(simulated):
 def test_precision_sets_the_dtype_of_the_layers_and_outputs_stay_fp32(simulated, precision, inside):
     _, dataset = simulated
     cfg = compose([*OVERRIDES, f"trainer.precision={precision}"])
-    torch.manual_seed(0)
-    model = build_model(cfg, dataset.schema)
-    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
-    trainer = Trainer(model, splits, cfg.trainer, torch.ones(3, 3), seed=0)
+    trainer = build_trainer(cfg, dataset)
+    model, splits = trainer.model, trainer.splits
     seen = []
     first_linear = next(module for module in model.modules() if isinstance(module, StackedLinear))
     first_linear.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
@@ -121,10 +118,8 @@ def test_shuffled_splits_are_selected_by_mask(simulated):
 
 def test_trainer_steps_its_flat_parameters(simulated):
     cfg, dataset = simulated
-    torch.manual_seed(0)
-    model = build_model(cfg, dataset.schema)
-    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
-    trainer = Trainer(model, splits, cfg.trainer, task_weights(cfg, model.groups, model.behaviours), 0)
+    trainer = build_trainer(cfg, dataset)
+    splits = trainer.splits
     before = trainer.flat_parameters.values.detach().clone()
     loss, elementwise = trainer.train_step(splits["train"].rows(torch.arange(256)), epoch=1)
     assert torch.isfinite(loss) and elementwise.shape == (256, len(cfg.tasks.behaviours))
@@ -141,11 +136,8 @@ def test_recording_history_changes_no_number_of_the_run(simulated):
     for history in (False, True):
         cfg = compose([*OVERRIDES, "model=mfh", "trainer.max_epochs=2", "trainer.batch_size=256",
                        f"trainer.history={history}", "trainer.history_every=3"])
-        torch.manual_seed(0)
-        model = build_model(cfg, dataset.schema)
-        splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
-        weights = task_weights(cfg, list(model.groups), list(model.behaviours))
-        fit = Trainer(model, splits, cfg.trainer, weights, seed=0).fit()
+        trainer = build_trainer(cfg, dataset)
+        fit, model = trainer.fit(), trainer.model
         fits[history] = (fit, [value.clone() for value in model.state_dict().values()])
     (quiet, quiet_weights), (recorded, recorded_weights) = fits[False], fits[True]
     assert quiet.history == [] and {row["split"] for row in recorded.history} == {"train", "test"}

@@ -64,16 +64,11 @@ def test_early_stopping_restores_the_best_epoch(tmp_path: Path):
         assert result.metrics["epochs_run"] - result.metrics["best_epoch"] == 2
     # The weights on disk are the best epoch's: their validation loss is the minimum.
     from mfh_cli.data import load_dataset
-    from mfh_cli.engine.loop import Trainer, prepare_splits
-    from mfh_cli.engine.run import task_weights
-    from mfh_cli.models import build_model
+    from mfh_cli.engine.loop import build_trainer
 
-    dataset = load_dataset(cfg)
-    model = build_model(cfg, dataset.schema)
-    model.load_state_dict(torch.load(result.run_dir / "model.pt", weights_only=True))
-    splits = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))
-    trainer = Trainer(model, splits, cfg.trainer, task_weights(cfg, model.groups, model.behaviours), 0)
-    assert trainer.loss_on(splits["validation"]) == pytest.approx(min(losses), abs=1e-5)
+    trainer = build_trainer(cfg, load_dataset(cfg))
+    trainer.model.load_state_dict(torch.load(result.run_dir / "model.pt", weights_only=True))
+    assert trainer.loss_on(trainer.splits["validation"]) == pytest.approx(min(losses), abs=1e-5)
 
 
 def test_nan_stops_with_step_and_task_and_no_run_directory(tmp_path: Path):
