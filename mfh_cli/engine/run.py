@@ -30,6 +30,7 @@ from mfh_cli.engine.loop import Split, Trainer, build_trainer
 from mfh_cli.engine.metrics import group_metrics
 from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.errors import RunError
+from mfh_cli.models import MultiTaskModel
 
 MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2  # renameat2's arguments (fcntl.h, linux/fs.h)
@@ -193,12 +194,9 @@ def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
             for name in ("test", "validation")}
 
 
-def count_parameters(model: torch.nn.Module) -> dict:
-    """Embedding parameters apart from the network's."""
-    embeddings = sum(p.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding)
-                     for p in m.parameters(recurse=False))
-    total = sum(p.numel() for p in model.parameters())
-    return {"embeddings": embeddings, "network": total - embeddings, "total": total}
+def count_parameters(model: MultiTaskModel) -> dict:
+    """Embedding parameters apart from the network's: the counts `mfh model describe` prints (one function)."""
+    return model.parameter_counts()
 
 
 def write_run_directory(final: Path, cfg: DictConfig, metrics: dict, history: list[dict],

@@ -73,11 +73,7 @@ def components(model: MultiTaskModel) -> dict[str, int]:
 
 def summary(model: MultiTaskModel) -> dict:
     """The JSON form: model name, parameter totals (embeddings apart) and the components."""
-    embeddings = count(model.embedding)
-    total = count(model)
-    return {"model": model.name, "parameters": {"embeddings": embeddings, "network": total - embeddings,
-                                                "total": total},
-            "components": components(model)}
+    return {"model": model.name, "parameters": model.parameter_counts(), "components": components(model)}
 
 
 def render_tree(model: MultiTaskModel, values: dict) -> str:

@@ -43,6 +43,12 @@ class MultiTaskModel(nn.Module):
             return list(self.behaviours)
         return [f"{behaviour}_{group}" for behaviour in self.behaviours for group in self.groups]
 
+    def parameter_counts(self) -> dict[str, int]:
+        """Trainable parameters: the embedding table apart from the network (`mfh model describe`, metrics.json)."""
+        embeddings = 0 if self.embedding is None else sum(p.numel() for p in self.embedding.parameters())
+        total = sum(p.numel() for p in self.parameters())
+        return {"embeddings": embeddings, "network": total - embeddings, "total": total}
+
     def forward(self, categorical: torch.Tensor, dense: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         if self.embedding is None:
             raise RuntimeError("this model was built with input_dim: call forward_features(x, group)")

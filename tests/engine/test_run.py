@@ -45,6 +45,16 @@ def test_run_directory_is_complete(tmp_path: Path):
     assert metrics["metrics"]["test"]["high"]["cmpl"]["metric"] == "mse"
     assert metrics["oracle"]["test"]["high"]["finish"]["metric"] == "auc"
     assert metrics["parameters"]["total"] == metrics["parameters"]["embeddings"] + metrics["parameters"]["network"]
+    # The same counts as `mfh model describe`, and the embedding table counted (it is a plain parameter).
+    from mfh_cli.data import load_dataset
+    from mfh_cli.models import build_model
+    from mfh_cli.models.describe import summary
+
+    cfg = compose(TINY)
+    schema = load_dataset(cfg).schema
+    assert metrics["parameters"] == summary(build_model(cfg, schema))["parameters"]
+    assert metrics["parameters"]["embeddings"] == sum(schema.categorical.values()) * cfg.size.embedding_dim > 0
+    assert metrics["loss_weights"]["method"] == "fixed"
     history = pd.read_csv(result.run_dir / "history.csv")
     assert set(history["split"]) == {"train", "test"}
     assert history["step"].min() == 5  # trainer/smoke.yaml: history_every 5
