@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 
 from mfh_cli.data.dataset import Dataset
 from mfh_cli.errors import DataError
+from mfh_cli.files import write_atomically
 
 
 def cache_digest(kind: str, key: dict, sources: list[Path]) -> str:
@@ -63,12 +63,7 @@ def _read(path: Path) -> Dataset:
 
 def _write(dataset: Dataset, path: Path) -> None:
     """Save to a temporary file next to `path`, then rename it: readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(dataset.state(), temporary)
-        os.replace(temporary, path)
+        write_atomically(path, lambda temporary: torch.save(dataset.state(), temporary))
     except OSError as error:
         warnings.warn(f"dataset cache not written to {path}: {error}", stacklevel=3)
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studi
 from mfh_cli.report.figures import (BASELINE, MODEL, mechanism_figure, mechanism_series, overfitting_figure,
                                     overfitting_improvements, overfitting_line, overfitting_series,
                                     overfitting_summary, overfitting_title, write_figure)
-from mfh_cli.report.files import write_text_atomically
+from mfh_cli.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
 from mfh_cli.report.render import (ORACLE_BELOW_MARK, study_latex, study_markdown, study_rich_tables,
                                    verdict_rich_table)

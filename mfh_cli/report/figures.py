@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from mfh_cli.errors import DataError
 from mfh_cli.report.aggregate import relative_change, t_interval
 from mfh_cli.report.collect import ORACLE, StudyResults, read_history
-from mfh_cli.report.files import write_atomically
+from mfh_cli.files import write_atomically
 
 MODEL, BASELINE = "mfh", "flat"  # Figure 1 compares MFH 12-task with flat 12-task
 PAPER_RATIO = 2.5  # "the test error is reduced much more than the training error, about 2.5 times higher"

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mfh_cli.config import compose
 from mfh_cli.engine.run import ensure_writable, is_finished, train
 from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
+from mfh_cli.files import write_text_atomically
 from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
 from mfh_cli.studies.spec import Study, load_study
@@ -217,12 +218,12 @@ def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, res
         if run.variant == study.reference and metrics.get("oracle"):
             rows.extend(metric_rows(run, "oracle", metrics["oracle"]))
     directory.mkdir(parents=True, exist_ok=True)
-    write_atomically(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
+    write_file(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
     write_study_json(directory, {**study.describe(runs[0].dataset, seeds), "sequential": sequential})
 
 
 def write_study_json(directory: Path, info: dict) -> None:
-    write_atomically(directory / "study.json", json.dumps(info, indent=1))
+    write_file(directory / "study.json", json.dumps(info, indent=1))
 
 
 def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:
@@ -233,14 +234,10 @@ def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:
             for behaviour, cell in cells.items()]
 
 
-def write_atomically(path: Path, text: str) -> None:
-    """Write a temporary file beside `path`, then rename it: readers never see half a file. A failed write leaves
-    neither the temporary nor a changed `path`, and names `path`."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+def write_file(path: Path, text: str) -> None:
+    """Write `path` atomically (mfh_cli/files.py): readers never see half a file. A failed write leaves neither the
+    temporary nor a changed `path`, and names `path`."""
     try:
-        temporary.write_text(text)
-        temporary.replace(path)
+        write_text_atomically(path, text)
     except OSError as error:
         raise MfhError(f"{path}: cannot write ({error.strerror or error})") from None
-    finally:
-        temporary.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mfh_cli.errors import ConfigError, MfhError
-from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, runnable_studies, write_atomically
+from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, runnable_studies, write_file
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
 
@@ -271,7 +271,7 @@ def test_unwritable_results_dir_fails_before_training(run_mfh, tmp_path: Path, w
 def test_failed_write_names_the_file_and_leaves_no_temporary(tmp_path: Path):
     (tmp_path / "runs.csv").mkdir()  # the rename onto it fails after the temporary is written
     with pytest.raises(MfhError, match=rf"^{re.escape(str(tmp_path / 'runs.csv'))}: cannot write \(.+\)$"):
-        write_atomically(tmp_path / "runs.csv", "study,variant\n")
+        write_file(tmp_path / "runs.csv", "study,variant\n")
     assert [path.name for path in tmp_path.iterdir()] == ["runs.csv"]
 
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
@@ -279,7 +279,7 @@ def test_failed_write_names_the_file_and_leaves_no_temporary(tmp_path: Path):
     resource.setrlimit(resource.RLIMIT_FSIZE, (10, hard))  # a full disk, for this process
     try:
         with pytest.raises(MfhError, match=r"study.json: cannot write \(File too large\)"):
-            write_atomically(tmp_path / "study.json", "x" * 100)
+            write_file(tmp_path / "study.json", "x" * 100)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
         signal.signal(signal.SIGXFSZ, previous)

@@ -1,4 +1,8 @@
-"""Atomic output files: readers (and a crash) never see a half-written table or figure."""
+"""Atomic output files: readers (and a crash) never see a half-written table, figure, study file or cache.
+
+The one helper for every layer (data, studies, report): torch-free and importing nothing of mfh_cli, so any
+module may use it without breaking the import direction. It raises OSError; each caller turns it into its own
+message (an MfhError line, a warning). Run directories are swapped into place whole by engine/run.py."""
 
 from __future__ import annotations
 
@@ -8,7 +12,8 @@ from pathlib import Path
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call `write(temporary)` for a temporary path beside `path`, then rename it onto `path`."""
+    """Call `write(temporary)` for a temporary path beside `path`, then rename it onto `path`; the temporary is
+    removed whatever happens (a failed write leaves `path` as it was)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
