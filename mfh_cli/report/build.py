@@ -13,7 +13,7 @@ from rich.console import Console
 from mfh_cli.errors import ConfigError
 from mfh_cli.report.aggregate import MIN_CLASS_ROWS, summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
-from mfh_cli.report.figures import (BASELINE, MODEL, mechanism_figure, mechanism_series, overfitting_figure,
+from mfh_cli.report.figures import (figure_pair, mechanism_figure, mechanism_series, overfitting_figure,
                                     overfitting_improvements, overfitting_line, overfitting_series,
                                     overfitting_summary, overfitting_title, write_figure)
 from mfh_cli.files import write_text_atomically
@@ -112,11 +112,12 @@ def csv_frame(study: StudyResults, tidy: pd.DataFrame, figure_summary: pd.DataFr
     frames = [tidy]
     if figure_summary is not None:
         focus = study.focus or {}
-        frames.append(pd.DataFrame({"group": focus.get("group"), "variant": MODEL, "task": focus.get("task"),
+        variant, reference = figure_pair(study)
+        frames.append(pd.DataFrame({"group": focus.get("group"), "variant": variant, "task": focus.get("task"),
                                     "metric": figure_summary["quantity"], "mean": figure_summary["mean"],
                                     "ci_low": figure_summary["ci_low"], "ci_high": figure_summary["ci_high"],
                                     "n_seeds": figure_summary["n_seeds"],
-                                    "reason": [f"Figure 1 over {steps} steps vs {BASELINE}" for steps
+                                    "reason": [f"Figure 1 over {steps} steps vs {reference}" for steps
                                                in figure_summary["steps"]]}))
     frame = pd.concat(frames, ignore_index=True)[tidy.columns]
     return frame.assign(study=study.name, dataset=study.dataset, table=study.title)[
@@ -230,8 +231,10 @@ def _overfitting_figure(study: StudyResults, results_dir: Path, stem: str) -> Ov
     series, summary = overfitting_series(improvements), overfitting_summary(improvements)
     focus = study.focus
     figures = results_dir / "figures"
-    title = overfitting_title(focus["task"], focus["group"], study.dataset, int(summary["n_seeds"].iloc[0]))
-    drawn = overfitting_figure(series, summary, title)
+    variant, reference = figure_pair(study)
+    title = overfitting_title(focus["task"], focus["group"], study.dataset, int(summary["n_seeds"].iloc[0]), variant,
+                              reference)
+    drawn = overfitting_figure(series, summary, title, variant, reference)
     files = [write_figure(drawn, figures / f"{stem}.{suffix}") for suffix in ("png", "pdf")]
-    return OverfittingFigure(summary, overfitting_line(summary, focus["task"], focus["group"]),
+    return OverfittingFigure(summary, overfitting_line(summary, focus["task"], focus["group"], variant, reference),
                              files + [_write_csv(series, figures / f"{stem}.csv")])

@@ -1,5 +1,6 @@
 """The paper's Figure 1, local overfitting (SPEC §4): along training, `train_impr` and `test_impr`, the relative
-reduction of mfh's loss against flat's on the study's focus task and group, their generalisation gap
+reduction of the compared variant's loss against the reference's (the study file's pair: mfh against flat for
+conf/study/overfitting.yaml) on the study's focus task and group, their generalisation gap
 test_impr − train_impr (the primary figure) and their ratio (only where train_impr > 0), each with its 95% interval
 over seeds; and the mechanism sweep's figure."""
 
@@ -16,7 +17,6 @@ from mfh_cli.report.aggregate import relative_change, t_interval
 from mfh_cli.report.collect import ORACLE, StudyResults, read_history
 from mfh_cli.files import write_atomically
 
-MODEL, BASELINE = "mfh", "flat"  # Figure 1 compares MFH 12-task with flat 12-task
 PAPER_RATIO = 2.5  # "the test error is reduced much more than the training error, about 2.5 times higher"
 # Figure 1's quantities, the primary one (SPEC §4) first, and how each is labelled.
 QUANTITIES = {"gap": "generalisation gap test_impr − train_impr (points)",
@@ -28,27 +28,40 @@ SERIES_COLUMNS = ["step", "epoch", *(f"{name}{suffix}" for name in QUANTITIES
 SUMMARY_COLUMNS = ["quantity", "mean", "ci_low", "ci_high", "n_seeds", "steps"]
 
 
+def figure_pair(study: StudyResults) -> tuple[str, str]:
+    """(variant, reference) that Figure 1 compares, from the study file: its reference and the first other variant
+    it lists (conf/study/overfitting.yaml: mfh against flat)."""
+    others = [str(variant) for variant in study.info.get("variants", [])
+              if str(variant) not in (study.reference, ORACLE)]
+    if not others:
+        raise DataError(f"{study.directory / 'study.json'}: key 'variants' has no variant besides the reference "
+                        f"{study.reference} for the overfitting figure to compare")
+    return others[0], study.reference
+
+
 def overfitting_improvements(study: StudyResults, results_dir: Path) -> pd.DataFrame:
-    """Per seed and history step: train_impr and test_impr = (flat − mfh) / flat × 100 of the focus loss (same
-    seed), gap = test_impr − train_impr, and ratio = test_impr / train_impr where train_impr > 0 (else NaN)."""
+    """Per seed and history step: train_impr and test_impr = (reference − variant) / reference × 100 of the focus
+    loss (same seed; figure_pair), gap = test_impr − train_impr, and ratio = test_impr / train_impr where
+    train_impr > 0 (else NaN)."""
+    variant, reference = figure_pair(study)
     focus = study.focus or {}
     task, group = focus.get("task"), focus.get("group")
     if not task or not group:
         raise DataError(f"{study.directory / 'study.json'}: key 'focus' needs a task and a group for the figure")
-    runs = (study.runs.loc[study.runs["variant"].isin([MODEL, BASELINE]), ["variant", "seed", "run_id"]]
+    runs = (study.runs.loc[study.runs["variant"].isin([variant, reference]), ["variant", "seed", "run_id"]]
             .drop_duplicates(["variant", "seed"]))
-    missing = {MODEL, BASELINE} - set(runs["variant"])
+    missing = {variant, reference} - set(runs["variant"])
     if missing:
         raise DataError(f"{study.directory / 'runs.csv'}: column 'variant' lacks {', '.join(sorted(missing))}; "
-                        f"the overfitting figure compares {MODEL} with {BASELINE}")
+                        f"the overfitting figure compares {variant} with {reference}")
     histories = pd.concat([_focus_history(results_dir, run, task, group) for run in runs.itertuples(index=False)])
 
     losses = histories.set_index(["seed", "split", "step", "variant"])["loss"].unstack("variant").dropna()
-    # Relative reduction of the loss = minus the relative change of mfh against flat (SPEC §4).
-    losses["improvement"] = -relative_change(losses[MODEL], losses[BASELINE])
+    # Relative reduction of the loss = minus the relative change of the variant against the reference (SPEC §4).
+    losses["improvement"] = -relative_change(losses[variant], losses[reference])
     per_seed = losses["improvement"].unstack("split").dropna()
     if per_seed.empty or not {"train", "test"} <= set(per_seed.columns):
-        raise DataError(f"{results_dir / 'runs'}: no history step where {MODEL} and {BASELINE} (same seed) both "
+        raise DataError(f"{results_dir / 'runs'}: no history step where {variant} and {reference} (same seed) both "
                         f"logged train and test loss for {task}/{group}")
     improvements = pd.DataFrame({"train_impr": per_seed["train"], "test_impr": per_seed["test"]}).reset_index()
     improvements["gap"] = improvements["test_impr"] - improvements["train_impr"]
@@ -111,19 +124,19 @@ def _estimate(summary: pd.DataFrame, quantity: str, unit: str) -> str:
     return f"{row['mean']:+.2f}{unit}{interval}"
 
 
-def overfitting_finding(summary: pd.DataFrame) -> str:
+def overfitting_finding(summary: pd.DataFrame, model: str, baseline: str) -> str:
     """What Figure 1 measured, decided by the gap's 95% interval over seeds (SPEC §4: the primary figure)."""
     gap = summary.set_index("quantity").loc["gap"]
     if np.isnan(gap["ci_low"]):
-        return f"{MODEL} against {BASELINE}, one seed: no interval, nothing decided"
+        return f"{model} against {baseline}, one seed: no interval, nothing decided"
     if gap["ci_low"] > 0:
-        return f"{MODEL} generalises better than {BASELINE} (gap above 0)"
+        return f"{model} generalises better than {baseline} (gap above 0)"
     if gap["ci_high"] < 0:
-        return f"{MODEL} generalises worse than {BASELINE} (gap below 0)"
-    return f"no difference in generalisation shown between {MODEL} and {BASELINE} (gap interval spans 0)"
+        return f"{model} generalises worse than {baseline} (gap below 0)"
+    return f"no difference in generalisation shown between {model} and {baseline} (gap interval spans 0)"
 
 
-def overfitting_line(summary: pd.DataFrame, task: str, group: str) -> str:
+def overfitting_line(summary: pd.DataFrame, task: str, group: str, model: str, baseline: str) -> str:
     """Figure 1's summary line: the finding, the gap, train_impr, test_impr and the ratio, with intervals."""
     first = summary.iloc[0]
     ratio = summary.set_index("quantity").loc["ratio"]
@@ -131,18 +144,19 @@ def overfitting_line(summary: pd.DataFrame, task: str, group: str) -> str:
                   "test_impr / train_impr not shown: a seed's mean train_impr is ≤ 0, so the ratio's sign misleads "
                   "(SPEC §4)")
     return (f"Figure 1 ({task}, {group} users; {int(first['n_seeds'])} seed(s), {int(first['steps'])} steps, "
-            f"mean over steps then 95% interval over seeds): {overfitting_finding(summary)}; generalisation gap "
+            f"mean over steps then 95% interval over seeds): {overfitting_finding(summary, model, baseline)}; "
+            f"generalisation gap "
             f"test_impr − train_impr = {_estimate(summary, 'gap', ' points')}; train_impr "
             f"{_estimate(summary, 'train_impr', '%')}, test_impr {_estimate(summary, 'test_impr', '%')}; "
             f"{ratio_text}; the paper saw a ratio ≈ {PAPER_RATIO}")
 
 
-def overfitting_title(task: str, group: str, dataset: str, seeds: int) -> str:
+def overfitting_title(task: str, group: str, dataset: str, seeds: int, model: str, baseline: str) -> str:
     """Figure 1's first title line: what is compared, where, on how many seeds (the finding follows it)."""
-    return f"Figure 1: {MODEL} against {BASELINE}, {task} for {group} users ({dataset}, {seeds} seed(s))"
+    return f"Figure 1: {model} against {baseline}, {task} for {group} users ({dataset}, {seeds} seed(s))"
 
 
-def overfitting_figure(series: pd.DataFrame, summary: pd.DataFrame, title: str) -> Figure:
+def overfitting_figure(series: pd.DataFrame, summary: pd.DataFrame, title: str, model: str, baseline: str) -> Figure:
     """Figure 1 as four panels sharing the step axis, each quantity on its own axis with its own zero: mean over
     seeds ± 95% interval per step; the paper's ratio marked on the ratio panel only; the legend below the panels."""
     figure = Figure(figsize=(11, 7.5), layout="constrained")
@@ -167,7 +181,8 @@ def overfitting_figure(series: pd.DataFrame, summary: pd.DataFrame, title: str) 
                         transform=ratio_axis.transAxes, ha="center", va="center", color="0.4")
     handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels())}
     figure.legend(handles.values(), handles.keys(), loc="outside lower center", ncols=len(handles), fontsize="small")
-    figure.suptitle(f"{title}\n{overfitting_finding(summary)}:\ngap {_estimate(summary, 'gap', ' points')} "
+    finding = overfitting_finding(summary, model, baseline)
+    figure.suptitle(f"{title}\n{finding}:\ngap {_estimate(summary, 'gap', ' points')} "
                     f"(mean over {int(summary['steps'].iloc[0])} steps, 95% interval over "
                     f"{int(summary['n_seeds'].iloc[0])} seeds)", fontsize="medium")
     return figure

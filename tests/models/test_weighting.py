@@ -77,8 +77,9 @@ def steps(cfg, dataset, count: int):
 
 def test_uncertainty_weights_train_and_the_larger_loss_gets_the_smaller_weight(dataset):
     # Scale one cell's loss up tenfold through its task weight: the optimum exp(−s) = 1 / (c·L) falls, so the
-    # learned weight of finish_high must fall below that of finish_low... both start at 1 (s = 0).
-    cfg = compose([*OVERRIDES, "trainer.weighting=uncertainty", "trainer.lr=0.01", "+trainer.task_weights.finish_high=10"])
+    # learned weight of finish_high must fall below that of finish_low; both start at 1 (s = 0).
+    cfg = compose([*OVERRIDES, "trainer.weighting=uncertainty", "trainer.lr=0.01",
+                   "+trainer.task_weights.finish_high=10"])
     trainer = steps(cfg, dataset, 10)
     s = trainer.weighting.log_variance.detach()
     assert not torch.equal(s, torch.zeros_like(s)), "the log-variances did not train"
@@ -100,6 +101,7 @@ def test_uncertainty_training_is_deterministic_per_seed(tmp_path, dataset):
     assert first.metrics["metrics"] == second.metrics["metrics"]
     assert first.metrics["validation_losses"] == second.metrics["validation_losses"]
     weights = first.metrics["loss_weights"]
-    assert weights["method"] == "uncertainty" and any(entry["log_variance"] != 0 for entry in weights["tasks"].values())
+    assert weights["method"] == "uncertainty"
+    assert any(entry["log_variance"] != 0 for entry in weights["tasks"].values())
     fixed = train(compose([*OVERRIDES, "trainer.progress=false"]), results_dir=tmp_path / "c", quiet=True)
     assert fixed.metrics["loss_weights"]["tasks"]["cmpl_new"] == {"weight": 1.0}

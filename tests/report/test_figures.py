@@ -122,7 +122,7 @@ def test_figure_has_one_panel_per_quantity_with_intervals(overfitting_study, res
 
     improvements = overfitting_improvements(read_study(overfitting_study), results_dir)
     summary = overfitting_summary(improvements)
-    figure = overfitting_figure(overfitting_series(improvements), summary, "Figure 1 (synthetic)")
+    figure = overfitting_figure(overfitting_series(improvements), summary, "Figure 1 (synthetic)", "mfh", "flat")
     axes = figure.get_axes()
     assert [axis.get_title() for axis in axes] == [
         "generalisation gap test_impr − train_impr (points)", "train_impr: reduction of training log loss (%)",
@@ -148,8 +148,23 @@ def test_the_title_states_what_the_gap_interval_shows(low, high, finding):
 
     summary = pd.DataFrame({"quantity": ["gap", "train_impr", "test_impr", "ratio"], "mean": 1.0,
                             "ci_low": low, "ci_high": high, "n_seeds": 3, "steps": 4})
-    assert finding in overfitting_finding(summary)
-    assert "mitigation" not in overfitting_finding(summary)
+    assert finding in overfitting_finding(summary, "mfh", "flat")
+    assert "mitigation" not in overfitting_finding(summary, "mfh", "flat")
+
+
+def test_the_figure_compares_the_pair_the_study_file_names(tmp_path):
+    from mfh_cli.errors import DataError
+    from mfh_cli.report.collect import StudyResults
+    from mfh_cli.report.figures import figure_pair
+
+    def study(reference: str, variants: list[str]) -> StudyResults:
+        return StudyResults({"study": "overfitting", "dataset": "synthetic", "reference": reference,
+                             "variants": variants}, pd.DataFrame(), tmp_path)
+
+    assert figure_pair(study("flat", ["flat", "mfh"])) == ("mfh", "flat")
+    assert figure_pair(study("shared_bottom", ["shared_bottom", "hmtl", "mfh"])) == ("hmtl", "shared_bottom")
+    with pytest.raises(DataError, match="no variant besides the reference flat"):
+        figure_pair(study("flat", ["flat"]))
 
 
 def test_missing_focus_rows_is_a_data_error(overfitting_study, results_dir, write_history, captured_console):
