@@ -50,14 +50,12 @@ class TrainerSchema(_Strict):
 
 
 class SwitcherSchema(_Strict):
-    """One switcher of conf/size/*.yaml; which kinds take which settings is checked by the model builder."""
+    """One switcher's sizes in conf/size/*.yaml: sizes only; its kind and gate are the model file's
+    (conf/model/*.yaml), and which kinds take which settings is checked by the model builder."""
 
-    kind: str
     experts_per_branch: Count
     shared_experts: Count
     layers: Annotated[list[Annotated[Widths, Field(min_length=1)]], Field(min_length=1)]
-    gate: str
-    gate_hidden: Widths
 
 
 class SizeSchema(_Strict):

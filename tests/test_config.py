@@ -55,6 +55,10 @@ def test_unknown_key_is_a_config_error_naming_it():
     ("+trainer.nosuch=1", "trainer.nosuch: unknown key (got 1)"),
     ("size.towers.high=[32,0]", "size.towers.high.1: must be greater than or equal to 1 (got 0)"),
     ("size.switchers.level1.layers=[]", "size.switchers.level1.layers: List should have at least 1 item"),
+    # size files carry sizes only: a switcher's kind and gate belong to the model file
+    ("+size.switchers.level1.kind=ple", "size.switchers.level1.kind: unknown key (got 'ple')"),
+    ("+size.switchers.level2.gate=softmax", "size.switchers.level2.gate: unknown key (got 'softmax')"),
+    ("trainer.weighting=gradnorm", "trainer.weighting: must be 'fixed' or 'uncertainty' (got 'gradnorm')"),
     ("data.test_fraction=0", "data.test_fraction must leave at least one test row"),
     ("data.validation_fraction=0.000001", "data.validation_fraction must leave at least one validation row"),
 ])

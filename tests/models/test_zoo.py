@@ -123,7 +123,7 @@ def test_biasnet_outputs_depend_on_the_group_only_through_the_bias_tower(schema)
 @pytest.mark.parametrize("override, message", [
     ("model.trees=[behaviour/region]", "facets are behaviour and group"),
     ("model.trees=[behaviour/group/behaviour]", "exactly once"),
-    ("size.switchers.level1.kind=moe", "model.levels\\[0\\].kind 'moe'"),
+    ("model.levels.0.kind=moe", "model.levels\\[0\\].kind 'moe'"),
     ("model.towers.new=[0]", "model.towers.new"),
     ("model.dense.batch_norm=batch", "model.dense.batch_norm"),
     ("model.trees=[group/behaviour,behaviour+group]", "same number of levels"),
