@@ -92,8 +92,9 @@ class UncertaintyWeighting(LossWeighting):
 
     def forward(self, elementwise: torch.Tensor, mask: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
         s = self.log_variance[group]  # [B, Tb]
-        # The masked sum leaves inactive terms out by torch.where (multitask_loss), so an inf there stays out.
-        terms = self.factor.to(elementwise.dtype) * torch.exp(-s) * elementwise + 0.5 * s
+        # Inactive terms zeroed first: a non-finite one would otherwise reach s's gradient as 0·inf = NaN.
+        losses = torch.where(mask, elementwise, torch.zeros_like(elementwise))
+        terms = self.factor.to(elementwise.dtype) * torch.exp(-s) * losses + 0.5 * s
         return multitask_loss(terms, mask, self.weights[group])
 
     def effective_weights(self) -> torch.Tensor:

@@ -105,3 +105,11 @@ def test_uncertainty_training_is_deterministic_per_seed(tmp_path, dataset):
     assert any(entry["log_variance"] != 0 for entry in weights["tasks"].values())
     fixed = train(compose([*OVERRIDES, "trainer.progress=false"]), results_dir=tmp_path / "c", quiet=True)
     assert fixed.metrics["loss_weights"]["tasks"]["cmpl_new"] == {"weight": 1.0}
+
+
+def test_a_non_finite_masked_term_reaches_no_gradient():
+    weighting = build_weighting(compose(["trainer.weighting=uncertainty"]), GROUPS, BEHAVIOURS, KINDS)
+    elementwise, mask, group = terms()
+    elementwise[0, 0], mask[0, 0] = float("inf"), False
+    weighting(elementwise, mask, group).backward()
+    assert torch.isfinite(weighting.log_variance.grad).all()
