@@ -143,3 +143,28 @@ def test_recording_history_changes_no_number_of_the_run(simulated):
     assert quiet.history == [] and {row["split"] for row in recorded.history} == {"train", "test"}
     assert recorded.validation_losses == quiet.validation_losses
     assert all(torch.equal(a, b) for a, b in zip(quiet_weights, recorded_weights))
+
+
+def test_fixed_weighting_trains_exactly_as_the_loss_before_the_weighting_axis(simulated):
+    """trainer.weighting=fixed (the default) is the SPEC §3 loss with the [G, T] task weights gathered per row,
+    stepped in the model's flat tensor: bit for bit what the trainer did before the weighting became a module."""
+    from mfh_cli.models.weighting import task_weights
+
+    _, dataset = simulated
+    cfg = compose([*OVERRIDES, "+trainer.task_weights.finish=2.0", "+trainer.task_weights.skip_new=0.5"])
+    trainer = build_trainer(cfg, dataset)
+    torch.manual_seed(int(cfg.seed))
+    model = build_model(cfg, dataset.schema)
+    parameters = FlatParameters(model)
+    optimizer = make_optimizer(parameters.values, cfg.trainer)
+    weights = task_weights(cfg, model.groups, model.behaviours)
+    train = trainer.splits["train"]
+    for step in range(4):
+        batch = train.rows(torch.arange(step * 256, step * 256 + 256))
+        trainer.train_step(batch, epoch=1)
+        outputs = model(batch.categorical, batch.dense, batch.group)
+        loss = multitask_loss(elementwise_loss(outputs, batch.labels, model.kinds), batch.mask, weights[batch.group])
+        parameters.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.equal(trainer.flat_parameters.values, parameters.values)
