@@ -28,9 +28,9 @@ def test_reads_the_test_split_only(write_study):
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda runs: runs.drop(columns="metric"), r"runs.csv: columns must be exactly .* missing: metric"),
     (lambda runs: runs.assign(extra=1), r"runs.csv: columns must be exactly .* unexpected: extra"),
-    (lambda runs: runs.assign(metric="rmse"), r"runs.csv: column 'metric' must be mse or auc, found rmse"),
+    (lambda runs: runs.assign(metric="rmse"), r"runs.csv: column 'metric' must be one of auc, mse, .*found rmse"),
     (lambda runs: runs.assign(value="high"), r"runs.csv: column 'value' must be a number or empty, found 'high'"),
-    (lambda runs: runs.assign(seed=0), r"runs.csv: one row per \(variant, seed, split, group, task\)"),
+    (lambda runs: runs.assign(seed=0), r"runs.csv: one row per \(variant, seed, split, group, task, metric\)"),
     (lambda runs: runs.assign(split="validation"), r"runs.csv: column 'split' has no 'test' rows"),
     (lambda runs: runs[runs["variant"] != "mfh"], r"runs.csv: column 'variant' lacks the reference 'mfh'"),
 ])

@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 
 from mfh_cli.errors import ConfigError, MfhError
-from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, runnable_studies, write_atomically
+from mfh_cli.studies.execute import ablate, runnable_studies, write_atomically
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
+from mfh_cli.tasks import RUNS_COLUMNS, metrics_of
 
 TINY = ["data.rows=4000", "trainer=smoke", "trainer.progress=false"]
 
@@ -42,14 +43,20 @@ def test_identical_runs_are_shared_between_studies():
 def test_study_writes_tidy_runs_csv(tmp_path: Path):
     outcome, = ablate(["hierarchical"], seeds=2, overrides=TINY, results_dir=tmp_path, quiet=True)
     runs = pd.read_csv(outcome.directory / "runs.csv")
-    assert list(runs.columns) == RUNS_COLUMNS
+    assert tuple(runs.columns) == RUNS_COLUMNS
     assert set(runs["variant"]) == {"hmtl", "flat", "oracle"}
     assert set(runs["seed"]) == {0, 1} and set(runs["split"]) == {"test", "validation"}
     model_rows = runs[runs["variant"] != "oracle"]
-    # 2 variants x 2 seeds x 2 splits x 3 groups x 3 behaviours, each exactly once
-    assert len(model_rows) == 72
-    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task"]).any()
-    assert set(model_rows.loc[model_rows["task"] == "cmpl", "metric"]) == {"mse"}
+    # 2 variants x 2 seeds x 2 splits x 3 groups x (cmpl: each regression metric, finish and skip: each binary one)
+    per_cell = len(metrics_of("regression")) + 2 * len(metrics_of("binary"))
+    assert len(model_rows) == 2 * 2 * 2 * 3 * per_cell
+    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task", "metric"]).any()
+    assert set(model_rows.loc[model_rows["task"] == "cmpl", "metric"]) == {entry.name for entry in
+                                                                           metrics_of("regression")}
+    assert set(model_rows.loc[model_rows["task"] == "finish", "metric"]) == {"auc", "logloss", "gauc",
+                                                                             "gauc_unweighted"}
+    oracle_rows = runs[runs["variant"] == "oracle"]
+    assert set(oracle_rows["metric"]) == set(model_rows["metric"]) and oracle_rows["value"].notna().all()
     described = json.loads((outcome.directory / "study.json").read_text())
     assert described["reference"] == "hmtl" and described["seeds"] == [0, 1]
     assert outcome.directory == tmp_path / "studies" / "hierarchical" / "synthetic"
