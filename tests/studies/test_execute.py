@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from mfh_cli.errors import ConfigError, MfhError
-from mfh_cli.studies.execute import ablate, runnable_studies, write_atomically
+from mfh_cli.studies.execute import ablate, cell_values, runnable_studies, write_atomically
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
 from mfh_cli.tasks import RUNS_COLUMNS, metrics_of
@@ -316,3 +316,12 @@ def test_a_study_bound_to_the_simulator_is_skipped_on_other_data_or_refused_alon
         ablate(["controls"], seeds=1, overrides=kuairand, results_dir=tmp_path, quiet=True)
     assert not (tmp_path / "runs").exists()
     assert [study.name for study in runnable_studies([load_study("controls")], ["trainer=smoke"])] == ["controls"]
+
+
+def test_a_cell_written_before_a_metric_existed_gives_it_no_value():
+    old = {"metric": "auc", "value": 0.7, "rows": 10, "positives": 3, "reason": None}
+    assert cell_values(old) == {"auc": 0.7, "logloss": None, "gauc": None, "gauc_unweighted": None}
+    new = {**old, "values": {"auc": {"value": 0.7, "reason": None}, "logloss": {"value": 0.5, "reason": None},
+                             "gauc": {"value": None, "reason": "no user", "users": 0, "users_skipped": 3},
+                             "gauc_unweighted": {"value": None, "reason": "no user"}}}
+    assert cell_values(new) == {"auc": 0.7, "logloss": 0.5, "gauc": None, "gauc_unweighted": None}
