@@ -99,7 +99,8 @@ def test_a_metric_added_through_the_registry_reaches_runs_csv_and_the_report(mea
     tidy = pd.read_csv(io.StringIO(output.getvalue()))
     assert set(tidy["metric"]) == {"mean_logit", "mse"}  # cmpl stays in MSE, its kind's primary
     shown = tidy[(tidy["metric"] == "mean_logit") & (tidy["variant"] == "flat")]
-    assert set(shown["task"]) == binary_tasks and shown["verdict"].isin(["better", "worse", "no difference shown"]).all()
+    assert set(shown["task"]) == binary_tasks
+    assert shown["verdict"].isin(["better", "worse", "no difference shown"]).all()  # no paper value to compare
     test_rows = toy[(toy["split"] == "test") & (toy["variant"] == "hmtl") & (toy["group"] == "new")
                     & (toy["task"] == "finish")]
     cell = tidy[(tidy["variant"] == "hmtl") & (tidy["group"] == "new") & (tidy["task"] == "finish")]

@@ -208,8 +208,8 @@ def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path
 
 def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, results_dir: Path,
                       seeds: list[int], sequential: dict | None = None) -> None:
-    """runs.csv (one row per variant, seed, split, group, task, metric; the oracle as its own variant) + study.json (with
-    `sequential` when the seeds were added until decided: a fixed-seed sweep drops it)."""
+    """runs.csv (one row per variant, seed, split, group, task, metric; the oracle as its own variant) + study.json
+    (with `sequential` when the seeds were added until decided: a fixed-seed sweep drops it)."""
     rows = []
     for run in runs:
         metrics = json.loads((results_dir / "runs" / run.run_id / "metrics.json").read_text())
