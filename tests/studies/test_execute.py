@@ -97,7 +97,7 @@ def test_killed_sweep_resumes_without_losing_or_redoing_runs(mfh_path: str, tmp_
     table = pd.read_csv(results / "studies" / "multifaceted" / "synthetic" / "runs.csv")
     model_rows = table[table["variant"] != "oracle"]
     assert sorted(model_rows["run_id"].unique()) == sorted(after)
-    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task"]).any()
+    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task", "metric"]).any()
 
 
 def children_of(pid: int) -> list[int]:
