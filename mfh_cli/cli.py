@@ -6,7 +6,6 @@ plain text; each command's ends with examples, every one of them run by tests/te
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -277,7 +276,8 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
 @app.command("report", short_help="Tables and Figure 1 from finished studies.", epilog=examples(
     "mfh report                                     # every study found, in the terminal",
     "mfh report --study hierarchical --format latex",
-    "mfh report --format csv --output tables        # one CSV file per study"))
+    "mfh report --format csv --output tables        # one CSV file per study",
+    "mfh report --metric gauc                       # binary tasks in per-user AUC (mfh_cli/tasks.py)"))
 def report_command(study: Annotated[str, typer.Option("--study", "-s", metavar="NAME",
                                                       help="A study, or all.")] = "all",
                    dataset: Annotated[Optional[str], typer.Option("--dataset", metavar="NAME", help="Only this "
@@ -289,6 +289,11 @@ def report_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
                    output: Annotated[Optional[Path], typer.Option("--output", "-o", metavar="DIR", help="Write each "
                                                                   "study's table in --format to DIR/<study>.<csv|md|"
                                                                   "tex> instead of printing it.")] = None,
+                   metric: Annotated[Optional[str], typer.Option("--metric", "-m", metavar="NAME", help="The "
+                                                                 "metric shown for the tasks of its kind, from the "
+                                                                 "registry in mfh_cli/tasks.py (e.g. gauc, logloss); "
+                                                                 "default: AUC for binary, MSE for regression.")]
+                   = None,
                    results_dir: ResultsDir = None) -> None:
     """Tables from finished studies: mean and 95% interval over seeds, change vs reference, verdicts, the paper
     beside; written to results/tables (and Figure 1 to results/figures) and printed."""
@@ -297,7 +302,7 @@ def report_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
     _check_format(fmt, ("table", "csv", "markdown", "latex"))
     _, results_dir = _paths(None, results_dir)
     run_report(results_dir, study=None if study == "all" else study, dataset=dataset, fmt=fmt, paper=paper,
-               output=output)
+               output=output, metric=metric)
 
 
 @app.command("reproduce", **WITH_OVERRIDES, short_help="The main job: every study, table and verdict.",

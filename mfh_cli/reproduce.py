@@ -3,7 +3,6 @@ direction agreement with the paper."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path

@@ -34,6 +34,7 @@ class Split:
     labels: torch.Tensor  # [N, T]
     mask: torch.Tensor  # [N, T] label exists (the model reads each row's own group, SPEC §3)
     oracle: torch.Tensor | None = None  # [N, T]
+    user: torch.Tensor | None = None  # [N] user id (Dataset.user: raw ids, for per-user metrics such as gAUC)
 
     def __len__(self) -> int:
         return int(self.group.shape[0])
@@ -41,7 +42,8 @@ class Split:
     def rows(self, index: torch.Tensor | slice) -> Split:
         """The rows at `index`: a copy for a tensor of row numbers, views for a slice."""
         return Split(self.categorical[index], self.dense[index], self.group[index], self.labels[index],
-                     self.mask[index], None if self.oracle is None else self.oracle[index])
+                     self.mask[index], None if self.oracle is None else self.oracle[index],
+                     None if self.user is None else self.user[index])
 
 
 def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device) -> dict[str, Split]:
@@ -65,7 +67,8 @@ def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device
 
         splits[name] = Split(rows_of(dataset.categorical), rows_of(dataset.dense), rows_of(dataset.group),
                              labels_of(dataset.labels), labels_of(dataset.label_mask),
-                             None if dataset.oracle is None else labels_of(dataset.oracle))
+                             None if dataset.oracle is None else labels_of(dataset.oracle),
+                             rows_of(dataset.user))
     return splits
 
 

@@ -1,4 +1,5 @@
-"""Per-group, per-behaviour metrics (SPEC §4): MSE for regression, AUC for binary.
+"""Per-group, per-behaviour metrics (SPEC §4): every metric the registry (`mfh_cli/tasks.py`) holds for the
+behaviour's kind, on the cell's rows.
 
 Computed in numpy: its SIMD argsort and boolean selection are several times faster than torch's on CPU.
 Shape letters: N rows, T behaviours of the task grid.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-METRIC_OF_KIND = {"regression": "mse", "binary": "auc"}
+from mfh_cli.tasks import PRIMARY, auc_value, metrics_of
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -18,50 +19,44 @@ def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
 
 def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float | None:
     """Area under the ROC curve by ranking (ties get their average rank); None when one class is absent."""
-    positive = _numpy(labels) > 0.5
-    n_positive = int(positive.sum())
-    n_negative = positive.size - n_positive
-    if n_positive == 0 or n_negative == 0:
-        return None
-    values = _numpy(scores).astype(np.float32, copy=False)
-    order = np.argsort(values)
-    sorted_values = values[order]
-    ends = np.append(np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1, values.size)  # tie blocks
-    starts = np.concatenate(([0], ends[:-1]))
-    average_rank = (starts + 1 + ends) / 2  # 1-based ranks starts+1 .. ends, averaged
-    positives_before = np.concatenate(([0], np.cumsum(positive[order])[ends - 1]))
-    rank_sum = float((np.diff(positives_before) * average_rank).sum())
-    return (rank_sum - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative)
+    return auc_value(_numpy(scores), _numpy(labels))
 
 
-def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> dict:
-    """One cell: {"metric", "value", "rows", "reason"} and, for AUC, "positives" (the report flags cells with too
-    few of either class); value None with the reason when it can't be computed."""
-    metric = METRIC_OF_KIND[kind]
+def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                users: torch.Tensor | np.ndarray | None = None) -> dict:
+    """One cell: the primary metric as {"metric", "value", "rows", "reason"} (and, for binary, "positives": the
+    report flags cells with too few of either class), plus "values": {metric: {"value", "reason", ...facts}}
+    for every registered metric of `kind`; a value is None with its reason when it can't be computed."""
     predictions, labels = _numpy(predictions), _numpy(labels)
+    users = np.zeros(labels.size, dtype=np.int64) if users is None else _numpy(users)
     rows = int(labels.size)
-    if rows == 0:
-        return {"metric": metric, "value": None, "rows": 0, "reason": "no rows with this label"}
-    if metric == "mse":
-        error = predictions.astype(np.float64) - labels.astype(np.float64)
-        return {"metric": metric, "value": float(np.dot(error, error) / rows), "rows": rows, "reason": None}
-    value = auc(predictions, labels)
-    positives = int((labels > 0.5).sum())
-    reason = None if value is not None else f"single class ({positives} positives in {rows} rows)"
-    return {"metric": metric, "value": value, "rows": rows, "positives": positives, "reason": reason}
+    values = {}
+    for entry in metrics_of(kind):
+        result = (entry.compute(predictions, labels, users) if rows else None)
+        values[entry.name] = ({"value": result.value, "reason": result.reason, **result.facts} if rows
+                              else {"value": None, "reason": "no rows with this label"})
+    primary = values[PRIMARY[kind]]
+    cell = {"metric": PRIMARY[kind], "value": primary["value"], "rows": rows}
+    if kind == "binary" and rows:
+        cell["positives"] = int((labels > 0.5).sum())
+    return {**cell, "reason": primary["reason"], "values": values}
 
 
 def group_metrics(predictions: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, group: torch.Tensor,
-                  behaviours: list[str], kinds: list[str], groups: list[str]) -> dict:
-    """{group: {behaviour: cell}} over rows whose label exists; predictions [N, T] from each row's own group."""
+                  behaviours: list[str], kinds: list[str], groups: list[str],
+                  users: torch.Tensor | None = None) -> dict:
+    """{group: {behaviour: cell}} over rows whose label exists; predictions [N, T] from each row's own group,
+    `users` [N] each row's user id (for gAUC; None: one user)."""
     # Column-major copies make each behaviour's column contiguous for the selections below.
     predictions, labels = np.asfortranarray(_numpy(predictions)), np.asfortranarray(_numpy(labels))
     mask, group = np.asfortranarray(_numpy(mask)), _numpy(group)
+    users = np.zeros(group.size, dtype=np.int64) if users is None else _numpy(users)
     result: dict[str, dict] = {}
     for group_index, group_name in enumerate(groups):
         in_group = group == group_index
         result[group_name] = {}
         for column, (behaviour, kind) in enumerate(zip(behaviours, kinds)):
             rows = in_group & mask[:, column]
-            result[group_name][behaviour] = cell_metric(kind, predictions[rows, column], labels[rows, column])
+            result[group_name][behaviour] = cell_metric(kind, predictions[rows, column], labels[rows, column],
+                                                        users[rows])
     return result

@@ -31,6 +31,7 @@ from mfh_cli.engine.metrics import group_metrics
 from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.errors import RunError
 from mfh_cli.models import MultiTaskModel
+from mfh_cli.tasks import HISTORY_COLUMNS
 
 MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 AT_FDCWD, RENAME_EXCHANGE = -100, 2  # renameat2's arguments (fcntl.h, linux/fs.h)
@@ -182,16 +183,26 @@ def evaluate(trainer: Trainer, split: Split, name: str) -> dict:
         raise RunError(f"non-finite {name} predictions ({name} split, {trainer.first_non_finite(predictions, split)}"
                        "): the run diverged; lower trainer.lr; no run directory was written")
     return group_metrics(predictions, split.labels, split.mask, split.group, trainer.behaviours, trainer.kinds,
-                         trainer.groups)
+                         trainer.groups, split.user)
 
 
 def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
-    """The simulator's true expectations scored like a model: an upper-bound row."""
+    """The simulator's true expectations scored like a model: an upper-bound row. The metrics read logits for
+    binary behaviours, so the expected probabilities become logits first, in float64: strictly increasing on
+    distinct float32 probabilities, so the ranks (AUC, gAUC) are the probabilities' own."""
     if splits["test"].oracle is None:
         return None
-    return {name: group_metrics(splits[name].oracle, splits[name].labels, splits[name].mask, splits[name].group,
-                                trainer.behaviours, trainer.kinds, trainer.groups)
+    return {name: group_metrics(oracle_scores(splits[name].oracle, trainer.kinds), splits[name].labels,
+                                splits[name].mask, splits[name].group, trainer.behaviours, trainer.kinds,
+                                trainer.groups, splits[name].user)
             for name in ("test", "validation")}
+
+
+def oracle_scores(oracle: torch.Tensor, kinds: list[str]) -> torch.Tensor:
+    """[N, T] float64: the oracle's expectation for regression columns, its logit for binary ones (±inf at 0, 1)."""
+    expected = oracle.detach().cpu().double()
+    binary = torch.tensor([kind == "binary" for kind in kinds])
+    return torch.where(binary, torch.log(expected) - torch.log1p(-expected), expected)
 
 
 def count_parameters(model: MultiTaskModel) -> dict:
@@ -211,7 +222,7 @@ def write_run_directory(final: Path, cfg: DictConfig, metrics: dict, history: li
         temporary.mkdir()
         OmegaConf.save(cfg, temporary / "config.yaml", resolve=True)
         (temporary / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False))
-        pd.DataFrame(history, columns=["step", "epoch", "split", "group", "task", "loss"]).to_csv(
+        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(
             temporary / "history.csv", index=False)
         # Serialised in memory first: a failed file write is then an OSError, not torch's "unexpected pos".
         weights = io.BytesIO()

@@ -10,7 +10,8 @@ import pandas as pd
 from scipy import stats
 
 from mfh_cli.report.collect import ORACLE, StudyResults
-from mfh_cli.report.verdicts import ALPHA, FIXED, LOWER_IS_BETTER, SEQUENTIAL, decide, paired_statistics
+from mfh_cli.report.verdicts import ALPHA, FIXED, SEQUENTIAL, decide, paired_statistics
+from mfh_cli.tasks import SCALES, lower_is_better, metric
 
 CONFIDENCE = 1 - ALPHA
 SIGNIFICANCE = ALPHA
@@ -29,35 +30,30 @@ TIDY_COLUMNS = ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high
 MIN_CLASS_ROWS = 10
 
 
-def _logit(values: np.ndarray) -> np.ndarray:
-    return np.log(values) - np.log1p(-values)
+def _scale(name: str) -> tuple:
+    """(forward, backward) of metric `name`'s unbounded scale (tasks.SCALES: AUC in (0, 1): logit; MSE above 0:
+    log). A cell's interval is the t interval of the mean there, mapped back: it never leaves what the metric can
+    take."""
+    return SCALES[metric(name).scale]
 
 
-def _expit(values: np.ndarray) -> np.ndarray:
-    return 1 / (1 + np.exp(-values))
-
-
-# The scale on which a metric's per-seed values are unbounded (AUC in (0, 1): logit; MSE above 0: log) and back.
-# A cell's interval is the t interval of the mean there, mapped back: it never leaves what the metric can take.
-METRIC_SCALES = {"auc": (_logit, _expit), "mse": (np.log, np.exp)}
-
-
-def to_unbounded(values: pd.Series, metric: pd.Series) -> pd.Series:
+def to_unbounded(values: pd.Series, metrics: pd.Series) -> pd.Series:
     """Each value on its metric's unbounded scale; NaN for a value on or beyond the metric's bounds."""
     scaled = pd.Series(np.nan, index=values.index)
-    for name, (forward, _) in METRIC_SCALES.items():
-        rows = metric == name
+    for name in metrics.unique():
+        rows = metrics == name
         with np.errstate(divide="ignore", invalid="ignore"):
-            scaled[rows] = forward(values[rows].to_numpy(float))
+            scaled[rows] = _scale(name)[0](values[rows].to_numpy(float))
     return scaled.where(np.isfinite(scaled))
 
 
 def bounded_interval(scaled_mean: pd.Series, scaled_std: pd.Series, count: pd.Series,
-                     metric: pd.Series) -> tuple[pd.Series, pd.Series]:
+                     metrics: pd.Series) -> tuple[pd.Series, pd.Series]:
     """The 95% interval of a cell's mean: the t interval on the metric's unbounded scale, mapped back."""
     low, high = t_interval(scaled_mean, scaled_std, count)
-    for name, (_, backward) in METRIC_SCALES.items():
-        rows = metric == name
+    for name in metrics.unique():
+        rows = metrics == name
+        backward = _scale(name)[1]
         low[rows], high[rows] = backward(low[rows].to_numpy(float)), backward(high[rows].to_numpy(float))
     return low, high
 
@@ -68,10 +64,10 @@ def relative_change(value: np.ndarray | float, reference: np.ndarray | float) ->
     return (value - reference) / reference * 100
 
 
-def better_direction(change: pd.Series, metric: pd.Series) -> pd.Series:
+def better_direction(change: pd.Series, metrics: pd.Series) -> pd.Series:
     """True where a change is better for its metric (lower MSE, higher AUC), False where worse, NA where none."""
-    lower_is_better = metric.map(LOWER_IS_BETTER).astype(bool)
-    better = pd.Series(np.where(lower_is_better, change < 0, change > 0), index=change.index, dtype="boolean")
+    lower = metrics.map(lower_is_better).astype(bool)
+    better = pd.Series(np.where(lower, change < 0, change > 0), index=change.index, dtype="boolean")
     return better.mask(change.isna() | (change == 0))
 
 
@@ -119,9 +115,10 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     return decide(_ordered(cells, study))[TIDY_COLUMNS]
 
 
-def small_sample(metric: str, positives: float, negatives: float) -> str:
-    """'too few positives (k in test)' (or negatives) for an AUC cell below MIN_CLASS_ROWS of a class, else ''."""
-    if metric != "auc":
+def small_sample(name: str, positives: float, negatives: float) -> str:
+    """'too few positives (k in test)' (or negatives) for a cell of a metric resting on both classes (AUC, gAUC:
+    tasks.Metric.class_counts) below MIN_CLASS_ROWS of a class, else ''."""
+    if not metric(name).class_counts:
         return ""
     for name, count in (("positives", positives), ("negatives", negatives)):
         if count < MIN_CLASS_ROWS:  # NaN (not recorded) compares False
@@ -136,7 +133,7 @@ def oracle_below(cells: pd.DataFrame) -> pd.Series:
     models = cells[cells["variant"] != ORACLE]
     for position, oracle in cells[cells["variant"] == ORACLE].iterrows():
         same = models[(models[CELL] == oracle[CELL]).all(axis=1)]
-        beats = same["mean"] < oracle["mean"] if LOWER_IS_BETTER[oracle["metric"]] else same["mean"] > oracle["mean"]
+        beats = same["mean"] < oracle["mean"] if lower_is_better(oracle["metric"]) else same["mean"] > oracle["mean"]
         flags[position] = ", ".join(same.loc[beats, "variant"])
     return flags
 

@@ -21,6 +21,7 @@ from mfh_cli.report.paper import agreement_line, attach_paper
 from mfh_cli.report.render import (ORACLE_BELOW_MARK, study_latex, study_markdown, study_rich_tables,
                                    verdict_rich_table)
 from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, verdict_line
+from mfh_cli.tasks import KINDS, PRIMARY, REGISTRY, kind_of, lower_is_better, metric_label
 
 FORMATS = ("table", "csv", "markdown", "latex")
 
@@ -37,8 +38,10 @@ class ReportSummary:
 
 
 def run_report(results_dir: Path, study: str | None = None, dataset: str | None = None, fmt: str = "table",
-               paper: bool = True, console: Console | None = None, output: Path | None = None) -> ReportSummary:
-    """Report every study (or `study`) on every dataset found (or `dataset`): write
+               paper: bool = True, console: Console | None = None, output: Path | None = None,
+               metric: str | None = None) -> ReportSummary:
+    """Report every study (or `study`) on every dataset found (or `dataset`), tasks of `metric`'s kind in `metric`
+    (None: AUC for binary, MSE for regression; tasks.shown_metrics): write
     results/tables/<study>[_<dataset>].{csv,md,tex} (the dataset suffix only when the study has several) and,
     for a study with a focus, results/figures/<study>[_<dataset>].{png,pdf,csv}; print the tables in `fmt` (csv:
     one tidy CSV over every study, with study, dataset and table columns), or with `output` write each study's
@@ -47,16 +50,20 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
         raise ConfigError(f"unknown report format '{fmt}': choose one of {', '.join(FORMATS)}")
     if output is not None and fmt == "table":
         raise ConfigError("--output writes files: give it with --format csv, markdown or latex")
+    if metric is not None and metric not in REGISTRY:
+        raise ConfigError(f"unknown metric '{metric}': choose one of {', '.join(REGISTRY)} (mfh_cli/tasks.py)")
     results_dir = Path(results_dir)
     console = console or Console(width=max(Console().width, 140))
     side_console = console if fmt == "table" else Console(stderr=True)  # keeps csv/markdown/latex stdout clean
-    studies = find_studies(results_dir, study, dataset)
+    studies = find_studies(results_dir, study, dataset, metric)
+    # Another metric's tables are written beside the default ones (<study>_gauc.csv), never over them.
+    metric_suffix = f"_{metric}" if metric is not None and metric not in PRIMARY.values() else ""
     summary = ReportSummary()
     sweeps: dict[tuple[str, str], list[tuple[StudyResults, pd.DataFrame]]] = {}
     csv_frames = []
     for found in studies:
         several_datasets = len(datasets_of(results_dir, found.name)) > 1
-        stem = f"{found.name}_{found.dataset}" if several_datasets else found.name
+        stem = (f"{found.name}_{found.dataset}" if several_datasets else found.name) + metric_suffix
         tidy = summarise(found)
         title = _title(found)
         agreement = None
@@ -101,7 +108,7 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
         console.out(pd.concat(csv_frames, ignore_index=True).to_csv(index=False), end="", highlight=False)
     for (name, dataset_name), settings in sweeps.items():
         if study in (None, "all", name):  # a report of one setting alone does not redraw the sweep's figure
-            summary.files += _sweep_figure(name, dataset_name, settings, results_dir)
+            summary.files += _sweep_figure(name, dataset_name, settings, results_dir, metric_suffix)
     return summary
 
 
@@ -131,11 +138,11 @@ def sweep_figure(results_dir: Path, name: str, dataset: str) -> list[Path]:
 
 
 def _sweep_figure(name: str, dataset: str, settings: list[tuple[StudyResults, pd.DataFrame]],
-                  results_dir: Path) -> list[Path]:
+                  results_dir: Path, metric_suffix: str = "") -> list[Path]:
     first = settings[0][0]
     figure = first.info["sweep"].get("figure") or {}
     series = mechanism_series(settings)
-    stem = f"{name}_{dataset}" if dataset != "synthetic" else name
+    stem = (f"{name}_{dataset}" if dataset != "synthetic" else name) + metric_suffix
     title = (f"{name} ({dataset}, {int(series['n_seeds'].max())} seeds): {figure.get('variant', 'mfh')} against "
              f"{first.reference} per setting; lines: {figure.get('lines', 'default')}")
     drawn = mechanism_figure(series, title, figure.get("x", "setting"), figure.get("variant", "mfh"), first.reference)
@@ -150,9 +157,14 @@ def _title(study: StudyResults) -> str:
 def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> list[str]:
     """The footnotes of a study table: how to read it, what could not be computed, what the paper columns are."""
     seeds = study.runs["seed"].nunique()
-    notes = [f"value = mean over seeds [95% interval: t interval of the mean logit AUC or log MSE over seeds, "
+    shown = sorted(dict.fromkeys(tidy["metric"]), key=lambda name: KINDS.index(kind_of(name)))  # binary first
+    scales = " or ".join(f"{REGISTRY[name].scale} {metric_label(name)}" for name in shown)
+    lower = " and ".join(metric_label(name) for name in shown if lower_is_better(name))
+    higher = " and ".join(metric_label(name) for name in shown if not lower_is_better(name))
+    directions = " and ".join(part for part in (lower and f"lower {lower}", higher and f"higher {higher}") if part)
+    notes = [f"value = mean over seeds [95% interval: t interval of the mean {scales} over seeds, "
              f"mapped back, so it stays inside what the metric can take]; change = (variant − "
-             f"{study.reference}) / {study.reference} × 100 (SPEC §4), lower MSE and higher AUC are better; "
+             f"{study.reference}) / {study.reference} × 100 (SPEC §4), {directions} are better; "
              f"* = paired t-test over seeds, Holm-corrected over the table's cells, p < {ALPHA:g}",
              f"verdicts (SPEC §4, docs/statistics.md): interval = paired 95% t interval of the change in this "
              f"cell alone; p (Holm) = paired t-test of no change, Holm-corrected over the table; confirmed / "

@@ -12,11 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from mfh_cli.errors import DataError
+from mfh_cli.tasks import HISTORY_COLUMNS, REGISTRY, RUNS_COLUMNS, kind_of, shown_metrics
 
-RUNS_COLUMNS = ("study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id")
-HISTORY_COLUMNS = ("step", "epoch", "split", "group", "task", "loss")
 STUDY_KEYS = ("study", "title", "paper_table", "tasks", "reference", "variants", "seeds", "dataset")
-METRICS = ("mse", "auc")
 ORACLE = "oracle"  # the simulator's oracle upper bound: always the last row, never tested
 REPORTED_SPLIT = "test"  # SPEC §4: tables are computed on the test split
 NOT_COMPUTABLE = "not computable"
@@ -24,11 +22,12 @@ NOT_COMPUTABLE = "not computable"
 
 @dataclass(frozen=True)
 class StudyResults:
-    """One study on one dataset: its study.json and its test-split cells (one row per variant, seed, group, task)."""
+    """One study on one dataset: its study.json and its test-split cells (one row per variant, seed, group, task),
+    each task in the metric the report shows for its kind (tasks.shown_metrics)."""
 
     info: dict
     # RUNS_COLUMNS (test split only) + `reason` (why `value` is NaN, else empty) + `positives` and `negatives`
-    # (an AUC cell's test rows of each class, from the run's metrics.json; NaN when not recorded)
+    # (a binary cell's test rows of each class, from the run's metrics.json; NaN when not recorded)
     runs: pd.DataFrame
     directory: Path
 
@@ -70,8 +69,10 @@ class StudyResults:
         return [self.reference, *others] + ([ORACLE] if ORACLE in present else [])
 
 
-def find_studies(results_dir: Path, study: str | None = None, dataset: str | None = None) -> list[StudyResults]:
-    """Every `studies/<study>/<dataset>/` holding a runs.csv under `results_dir` (`study` None or 'all' = all)."""
+def find_studies(results_dir: Path, study: str | None = None, dataset: str | None = None,
+                 metric: str | None = None) -> list[StudyResults]:
+    """Every `studies/<study>/<dataset>/` holding a runs.csv under `results_dir` (`study` None or 'all' = all),
+    binary or regression tasks in `metric` (None: each kind's primary metric)."""
     root = Path(results_dir) / "studies"
     directories = sorted(path.parent for path in root.glob("*/*/runs.csv"))
     if not directories:
@@ -87,7 +88,7 @@ def find_studies(results_dir: Path, study: str | None = None, dataset: str | Non
         directories = [directory for directory in directories if directory.name == dataset]
         if not directories:
             raise DataError(f"{root}: no results on dataset '{dataset}'; found: {', '.join(found)}")
-    studies = [read_study(directory, results_dir=Path(results_dir)) for directory in directories]
+    studies = [read_study(directory, results_dir=Path(results_dir), metric=metric) for directory in directories]
     # The paper's tables in its order, then the studies it has no table for, by name.
     return sorted(studies, key=lambda found: (found.paper_table is None, found.paper_table or 0, found.name))
 
@@ -105,19 +106,33 @@ def datasets_of(results_dir: Path, study: str) -> list[str]:
     return sorted(path.parent.name for path in (Path(results_dir) / "studies" / study).glob("*/runs.csv"))
 
 
-def read_study(directory: Path, results_dir: Path | None = None) -> StudyResults:
-    """Read and check one study directory; missing cells get their reason from the run's metrics.json if any."""
+def read_study(directory: Path, results_dir: Path | None = None, metric: str | None = None) -> StudyResults:
+    """Read and check one study directory, keeping each task's rows of the metric shown for its kind (`metric`
+    for its own kind, else the primary); missing cells get their reason from the run's metrics.json if any."""
     path = directory / "runs.csv"
     info = _read_study_json(directory / "study.json")
     runs = _read_runs_csv(path)
     runs = runs[runs["split"] == REPORTED_SPLIT].reset_index(drop=True)
     if runs.empty:
         raise DataError(f"{path}: column 'split' has no '{REPORTED_SPLIT}' rows; the tables report the test split")
+    runs = select_metric(runs, metric, path)
     if info["reference"] not in set(runs["variant"]):
         raise DataError(f"{path}: column 'variant' lacks the reference '{info['reference']}' named in study.json")
     results_dir = results_dir if results_dir is not None else directory.parents[2]
     runs["reason"], runs["positives"], runs["negatives"] = _cell_facts(runs, results_dir)
     return StudyResults(info=info, runs=runs, directory=directory)
+
+
+def select_metric(runs: pd.DataFrame, metric: str | None, path: Path) -> pd.DataFrame:
+    """The rows of the metric shown for each row's kind; a file with none of `metric`'s rows (written before the
+    metric existed) is a DataError saying how to rewrite it."""
+    shown = shown_metrics(metric)
+    kinds = runs["metric"].map(kind_of)
+    selected = runs[runs["metric"] == kinds.map(shown)].reset_index(drop=True)
+    if metric is not None and not (selected["metric"] == metric).any():
+        raise DataError(f"{path}: column 'metric' has no '{metric}' rows (the file predates that metric); rerun "
+                        f"mfh ablate to rewrite it")
+    return selected
 
 
 def read_history(results_dir: Path, run_id: str) -> pd.DataFrame:
@@ -163,14 +178,16 @@ def _read_runs_csv(path: Path) -> pd.DataFrame:
     if seeds.isna().any() or (seeds % 1 != 0).any():
         raise DataError(f"{path}: column 'seed' must be an integer on every row")
     runs["seed"] = seeds.astype("int64")
-    bad_metrics = sorted(set(runs["metric"]) - set(METRICS))
+    bad_metrics = sorted(set(runs["metric"]) - set(REGISTRY))
     if bad_metrics:
-        raise DataError(f"{path}: column 'metric' must be mse or auc, found {', '.join(bad_metrics)}")
-    duplicated = runs.duplicated(["variant", "seed", "split", "group", "task"])
+        raise DataError(f"{path}: column 'metric' must be one of {', '.join(REGISTRY)}, found "
+                        f"{', '.join(bad_metrics)}")
+    duplicated = runs.duplicated(["variant", "seed", "split", "group", "task", "metric"])
     if duplicated.any():
         first = runs[duplicated].iloc[0]
-        raise DataError(f"{path}: one row per (variant, seed, split, group, task); repeated: {first['variant']}, "
-                        f"seed {first['seed']}, {first['split']}, {first['group']}, {first['task']}")
+        raise DataError(f"{path}: one row per (variant, seed, split, group, task, metric); repeated: "
+                        f"{first['variant']}, seed {first['seed']}, {first['split']}, {first['group']}, "
+                        f"{first['task']}, {first['metric']}")
     _check_complete(runs, path)
     return runs
 
@@ -233,8 +250,9 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
 
 
 def _cell_facts(runs: pd.DataFrame, results_dir: Path) -> tuple[list[str], list[float], list[float]]:
-    """From each run's metrics.json (read once per run): why an empty `value` is empty (its `reason`, else 'not
-    computable'), and an AUC cell's positive and negative test rows (NaN where the file does not record them)."""
+    """From each run's metrics.json (read once per run): why an empty `value` is empty (the reason its metric
+    records, else 'not computable'), and a binary cell's positive and negative test rows (NaN where the file does
+    not record them)."""
     cells_of: dict[str, dict] = {}
     reasons, positives, negatives = [], [], []
     for row in runs.itertuples(index=False):
@@ -243,12 +261,23 @@ def _cell_facts(runs: pd.DataFrame, results_dir: Path) -> tuple[list[str], list[
         group_cells = cells_of[row.run_id].get(row.group)
         cell = group_cells.get(row.task) if isinstance(group_cells, dict) else None
         cell = cell if isinstance(cell, dict) else {}
-        reason = cell.get("reason") or NOT_COMPUTABLE if pd.isna(row.value) else ""
+        reason = _reason(cell, row.metric) or NOT_COMPUTABLE if pd.isna(row.value) else ""
         counted = isinstance(cell.get("positives"), int) and isinstance(cell.get("rows"), int)
         reasons.append(reason)
         positives.append(float(cell["positives"]) if counted else float("nan"))
         negatives.append(float(cell["rows"] - cell["positives"]) if counted else float("nan"))
     return reasons, positives, negatives
+
+
+def _reason(cell: dict, metric: str) -> str | None:
+    """Why a cell's `metric` has no value: the reason metrics.json records for it; a cell written before the metric
+    existed (only its primary metric) says so."""
+    values = cell.get("values")
+    if isinstance(values, dict) and isinstance(values.get(metric), dict):
+        return values[metric].get("reason")
+    if cell and cell.get("metric") != metric:
+        return f"no {metric} in this run's metrics.json (older than the metric): mfh ablate --force retrains it"
+    return cell.get("reason")
 
 
 def _test_cells(metrics_path: Path) -> dict:

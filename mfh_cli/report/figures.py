@@ -16,6 +16,7 @@ from mfh_cli.errors import DataError
 from mfh_cli.report.aggregate import relative_change, t_interval
 from mfh_cli.report.collect import ORACLE, StudyResults, read_history
 from mfh_cli.files import write_atomically
+from mfh_cli.tasks import lower_is_better
 
 PAPER_RATIO = 2.5  # "the test error is reduced much more than the training error, about 2.5 times higher"
 # Figure 1's quantities, the primary one (SPEC §4) first, and how each is labelled.
@@ -211,7 +212,7 @@ def mechanism_series(settings: list[tuple[StudyResults, pd.DataFrame]]) -> pd.Da
         line = override_value(sweep["overrides"], figure.get("lines", "")) or "default"
         compared = tidy[tidy["variant"].isin([figure.get("variant", "mfh"), ORACLE])]
         for row in compared.itertuples(index=False):
-            sign = -1.0 if row.metric == "mse" else 1.0  # lower MSE is better: up = better on every panel
+            sign = -1.0 if lower_is_better(row.metric) else 1.0  # lower MSE is better: up = better on every panel
             low, high = sign * row.change_ci_low, sign * row.change_ci_high
             rows.append({"setting": sweep["setting"], "x": float(x) if x is not None else np.nan, "line": line,
                          "group": row.group, "task": row.task, "metric": row.metric, "variant": row.variant,

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfh_cli.report.verdicts import LOWER_IS_BETTER, decide
+from mfh_cli.report.verdicts import decide
+from mfh_cli.tasks import lower_is_better
 
 PAPER_TABLES = Path(__file__).resolve().with_name("paper_tables.csv")
 # SPEC §4: Table 4's printed changes divide by the compared row (mfh), not by the reference (biasnet).
@@ -44,8 +45,8 @@ def paper_better(printed_change: pd.Series, metric: pd.Series) -> pd.Series:
     """Whether the paper's printed change is better for its metric. A printed '-0.00' still carries the paper's
     sign (the unrounded change was negative), so the sign bit decides, not the value."""
     negative = np.signbit(printed_change.to_numpy(float))
-    lower_is_better = metric.map(LOWER_IS_BETTER).astype(bool).to_numpy()
-    better = pd.Series(np.where(lower_is_better, negative, ~negative), index=printed_change.index, dtype="boolean")
+    lower = metric.map(lower_is_better).astype(bool).to_numpy()
+    better = pd.Series(np.where(lower, negative, ~negative), index=printed_change.index, dtype="boolean")
     return better.mask(printed_change.isna())
 
 

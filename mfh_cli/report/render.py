@@ -13,6 +13,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mfh_cli.tasks import metric_label
+
 
 def rich_table(frame: pd.DataFrame, title: str | None = None) -> Table:
     """A rich Table with one column per frame column (numbers right-aligned)."""
@@ -75,7 +77,7 @@ class StudyCell:
 def study_layout(tidy: pd.DataFrame) -> tuple[list[str], list[tuple[str, str, list[StudyCell]]]]:
     """The task column labels ('cmpl MSE', ...) and one (group, variant, cells) row per group × variant."""
     tasks = list(dict.fromkeys(zip(tidy["task"], tidy["metric"])))
-    labels = [f"{task} {metric.upper()}" for task, metric in tasks]
+    labels = [f"{task} {metric_label(metric)}" for task, metric in tasks]
     rows = []
     for (group, variant), block in tidy.groupby(["group", "variant"], sort=False):
         by_task = {(row.task, row.metric): row for row in block.itertuples(index=False)}
@@ -92,7 +94,7 @@ def _study_cell(row) -> StudyCell:
         value = row.small_sample
     elif np.isnan(row.ci_low) or row.ci_low == row.ci_high:  # one seed, or every seed the same value
         value = f"{row.mean:.4f}"
-    else:  # the interval is not symmetric around the mean (aggregate.METRIC_SCALES)
+    else:  # the interval is not symmetric around the mean (the metric's scale, tasks.SCALES)
         value = f"{row.mean:.4f} [{row.ci_low:.4f}, {row.ci_high:.4f}]"
     if row.oracle_below:
         value += f" {ORACLE_BELOW_MARK}"
@@ -187,7 +189,7 @@ def verdict_rows(tidy: pd.DataFrame) -> list[list[str]]:
         interval = ("—" if np.isnan(row.change_ci_low)
                     else f"[{row.change_ci_low:+.2f}%, {row.change_ci_high:+.2f}%]")
         paper = "" if np.isnan(row.paper_change_as_ours) else f"{row.paper_change_as_ours:+.2f}%"
-        rows.append([row.group, row.variant, f"{row.task} {row.metric.upper()}",
+        rows.append([row.group, row.variant, f"{row.task} {metric_label(row.metric)}",
                      "—" if np.isnan(row.relative_change) else f"{row.relative_change:+.2f}%", interval,
                      "—" if np.isnan(row.p_adjusted) else f"{row.p_adjusted:.3f}",
                      "—" if np.isnan(row.detectable_change) else f"{row.detectable_change:.2f}%",

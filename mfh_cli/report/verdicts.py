@@ -27,6 +27,7 @@ from mfh_cli.report.sequential import anytime_p
 from mfh_cli.report.sequential import detectable_effect as sequential_detectable
 from mfh_cli.report.sequential import half_width as sequential_half_width
 from mfh_cli.report.sequential import seeds_to_detect as sequential_seeds
+from mfh_cli.tasks import lower_is_better
 
 ALPHA = 0.05
 POWER = 0.8
@@ -35,7 +36,6 @@ MAX_SEEDS = 100_000  # seeds_needed above this is reported as infinite
 NO_SPREAD = 1e-9  # differences whose sd is below this share of their mean are float rounding of one value
 VERDICTS_WITH_PAPER = ("confirmed", "opposite", "smaller", "inconclusive", "untested")
 VERDICTS_WITHOUT_PAPER = ("better", "worse", "no difference shown", "untested")
-LOWER_IS_BETTER = {"mse": True, "auc": False}
 FIXED, SEQUENTIAL = "fixed seeds", "sequential"  # how a table's seeds were chosen (its `inference` column)
 DECIDED = ("confirmed", "opposite", "smaller", "better", "worse")
 
@@ -154,7 +154,7 @@ def _p_value(n: int, mean: float, sd: float, sequential: bool, null: float) -> f
 def _verdict(row) -> str:
     if math.isnan(row.p_adjusted):
         return "untested"
-    better = (row.difference_mean < 0) == LOWER_IS_BETTER[row.metric]
+    better = (row.difference_mean < 0) == lower_is_better(row.metric)
     if math.isnan(row.paper_change_as_ours):
         if row.p_adjusted < ALPHA and row.difference_mean != 0:
             return "better" if better else "worse"

@@ -25,9 +25,9 @@ from mfh_cli.files import write_text_atomically
 from mfh_cli.studies.launch import is_launcher_override, launch
 from mfh_cli.studies.plan import PlannedRun, plan
 from mfh_cli.studies.spec import Study, load_study
+from mfh_cli.tasks import RUNS_COLUMNS, kind_of, metrics_of
 
 PARENT_CHECK_SECONDS = 0.5
-RUNS_COLUMNS = ["study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id"]
 
 
 @dataclass
@@ -209,8 +209,8 @@ def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path
 
 def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, results_dir: Path,
                       seeds: list[int], sequential: dict | None = None) -> None:
-    """runs.csv (one row per variant, seed, split, group, task; the oracle as its own variant) + study.json (with
-    `sequential` when the seeds were added until decided: a fixed-seed sweep drops it)."""
+    """runs.csv (one row per variant, seed, split, group, task, metric; the oracle as its own variant) + study.json
+    (with `sequential` when the seeds were added until decided: a fixed-seed sweep drops it)."""
     rows = []
     for run in runs:
         metrics = json.loads((results_dir / "runs" / run.run_id / "metrics.json").read_text())
@@ -218,7 +218,7 @@ def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, res
         if run.variant == study.reference and metrics.get("oracle"):
             rows.extend(metric_rows(run, "oracle", metrics["oracle"]))
     directory.mkdir(parents=True, exist_ok=True)
-    write_file(directory / "runs.csv", pd.DataFrame(rows, columns=RUNS_COLUMNS).to_csv(index=False))
+    write_file(directory / "runs.csv", pd.DataFrame(rows, columns=list(RUNS_COLUMNS)).to_csv(index=False))
     write_study_json(directory, {**study.describe(runs[0].dataset, seeds), "sequential": sequential})
 
 
@@ -227,11 +227,18 @@ def write_study_json(directory: Path, info: dict) -> None:
 
 
 def metric_rows(run: PlannedRun, variant: str, metrics: dict) -> list[dict]:
+    """One runs.csv row per split, group, task and registered metric of the task's kind."""
     return [{"study": run.study, "variant": variant, "seed": run.seed, "dataset": run.dataset, "split": split,
-             "group": group, "task": behaviour, "metric": cell["metric"], "value": cell["value"],
-             "run_id": run.run_id}
+             "group": group, "task": behaviour, "metric": name, "value": value, "run_id": run.run_id}
             for split in ("test", "validation") for group, cells in metrics[split].items()
-            for behaviour, cell in cells.items()]
+            for behaviour, cell in cells.items() for name, value in cell_values(cell).items()]
+
+
+def cell_values(cell: dict) -> dict[str, float | None]:
+    """{metric: value} of a metrics.json cell for every registered metric of its kind. A cell written before a
+    metric existed (only its primary `metric`/`value`) gets None for the others: the report says why."""
+    recorded = cell.get("values") or {cell["metric"]: {"value": cell["value"]}}
+    return {entry.name: (recorded.get(entry.name) or {}).get("value") for entry in metrics_of(kind_of(cell["metric"]))}
 
 
 def write_file(path: Path, text: str) -> None:

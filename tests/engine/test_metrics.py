@@ -1,9 +1,18 @@
-"""Metrics against scikit-learn on a fixed prediction set; single-class cells reported as missing."""
+"""Metrics against scikit-learn on fixed prediction sets (and real KuaiRand rows); single-class cells reported as
+missing."""
 
+from pathlib import Path
+
+import numpy as np
 import torch
-from sklearn.metrics import mean_squared_error, roc_auc_score
+from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 
+from mfh_cli.config import compose
+from mfh_cli.data import load_dataset
+from mfh_cli.engine.loop import prepare_splits
 from mfh_cli.engine.metrics import auc, cell_metric, group_metrics
+from mfh_cli.engine.run import oracle_scores
+from mfh_cli.tasks import metrics_of
 
 
 def test_auc_matches_sklearn_with_ties():
@@ -40,3 +49,77 @@ def test_group_metrics_per_group_and_mask():
         finish = (group == index) & mask[:, 1]
         assert result[name]["finish"]["positives"] == int(labels[finish, 1].sum())  # the report's small-cell flag
         assert "positives" not in result[name]["cmpl"]
+
+
+def _per_user(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> tuple[float | None, float | None, int,
+                                                                                   int]:
+    """gAUC (weighted by rows, and unweighted), users used and skipped: a loop over users with scikit-learn."""
+    aucs, weights, skipped = [], [], 0
+    for user in np.unique(users):
+        rows = users == user
+        if len(np.unique(labels[rows])) < 2:
+            skipped += 1
+            continue
+        aucs.append(roc_auc_score(labels[rows], scores[rows]))
+        weights.append(int(rows.sum()))
+    if not aucs:
+        return None, None, 0, skipped
+    return float(np.average(aucs, weights=weights)), float(np.mean(aucs)), len(aucs), skipped
+
+
+def test_gauc_and_logloss_match_sklearn_on_kuairand_test_rows(kuairand_dir: Path):
+    dataset = load_dataset(compose(["data=kuairand"]), data_dir=kuairand_dir, cache_dir=None, quiet=True)
+    behaviours = ["finish", "like"]  # a common and a rare behaviour
+    test = prepare_splits(dataset, behaviours, torch.device("cpu"))["test"]
+    # Deterministic predictions that vary within users: a fixed projection of the dense features plus a fixed
+    # score per video id, rounded so that many rows tie.
+    generator = torch.Generator().manual_seed(0)
+    projection = torch.randn(test.dense.shape[1], len(behaviours), generator=generator)
+    per_id = torch.randn(int(test.categorical.max()) + 1, len(behaviours), generator=generator)
+    video = list(dataset.schema.categorical).index("video_id")
+    predictions = torch.round(test.dense @ projection + per_id[test.categorical[:, video]], decimals=1)
+    result = group_metrics(predictions, test.labels, test.mask, test.group, behaviours, ["binary", "binary"],
+                           list(dataset.schema.groups), test.user)
+    users = test.user.numpy()
+    assert (users == dataset.user[dataset.split == 2].numpy()).all()  # the raw user ids, row for row
+    checked = 0
+    for group_index, group in enumerate(dataset.schema.groups):
+        for column, behaviour in enumerate(behaviours):
+            rows = ((test.group == group_index) & test.mask[:, column]).numpy()
+            scores, labels = predictions[rows, column].numpy(), test.labels[rows, column].numpy()
+            values = result[group][behaviour]["values"]
+            weighted, unweighted, used, skipped = _per_user(scores, labels, users[rows])
+            assert values["gauc"]["users"] == used and values["gauc"]["users_skipped"] == skipped
+            if weighted is None:
+                assert values["gauc"]["value"] is None and values["gauc_unweighted"]["value"] is None
+                continue
+            assert abs(values["gauc"]["value"] - weighted) < 1e-9
+            assert abs(values["gauc_unweighted"]["value"] - unweighted) < 1e-9
+            probabilities = 1 / (1 + np.exp(-scores.astype(np.float64)))
+            assert abs(values["logloss"]["value"] - log_loss(labels, probabilities, labels=[0, 1])) < 1e-9
+            assert values["auc"]["value"] == result[group][behaviour]["value"]  # the primary, as before
+            checked += 1
+    assert checked >= 4
+
+
+def test_oracle_logits_keep_the_auc_of_its_probabilities():
+    """The oracle's metrics read logits (float64): on distinct float32 probabilities, the ranks and so the AUC
+    are the probabilities' own, to the last bit."""
+    generator = np.random.default_rng(1)
+    probabilities = np.concatenate([generator.random(20000), 1e-9 * (1 + 1e-7 * np.arange(50)),
+                                    1 - 2.0 ** -24 * np.arange(1, 50)]).astype(np.float32)
+    labels = (generator.random(probabilities.size) < probabilities).astype(np.float32)
+    logits = oracle_scores(torch.from_numpy(probabilities)[:, None], ["binary"])[:, 0].numpy()
+    assert auc(logits, labels) == auc(probabilities, labels)
+    regression = oracle_scores(torch.from_numpy(probabilities)[:, None], ["regression"])[:, 0].numpy()
+    assert (regression == probabilities.astype(np.float64)).all()  # MSE sees the expectation unchanged
+
+
+def test_every_registered_metric_of_the_kind_is_in_the_cell():
+    cell = cell_metric("binary", torch.tensor([0.1, 0.4, 0.2, 3.0]), torch.tensor([0.0, 1.0, 0.0, 1.0]),
+                       torch.tensor([7, 7, 8, 8]))
+    assert list(cell["values"]) == [entry.name for entry in metrics_of("binary")]
+    assert cell["metric"] == "auc" and cell["value"] == cell["values"]["auc"]["value"] == 1.0
+    assert cell["values"]["gauc"] == {"value": 1.0, "reason": None, "users": 2, "users_skipped": 0}
+    empty = cell_metric("binary", torch.empty(0), torch.empty(0), torch.empty(0, dtype=torch.int64))
+    assert all(value == {"value": None, "reason": "no rows with this label"} for value in empty["values"].values())

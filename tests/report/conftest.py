@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-RUNS_COLUMNS = ["study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id"]
+from mfh_cli.tasks import RUNS_COLUMNS as TASK_RUNS_COLUMNS
+
+RUNS_COLUMNS = list(TASK_RUNS_COLUMNS)
 
 
 @pytest.fixture

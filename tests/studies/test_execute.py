@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 
 from mfh_cli.errors import ConfigError, MfhError
-from mfh_cli.studies.execute import RUNS_COLUMNS, ablate, runnable_studies, write_file
+from mfh_cli.studies.execute import ablate, cell_values, runnable_studies, write_file
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
+from mfh_cli.tasks import RUNS_COLUMNS, metrics_of
 
 TINY = ["data.rows=4000", "trainer=smoke", "trainer.progress=false"]
 
@@ -42,14 +43,21 @@ def test_identical_runs_are_shared_between_studies():
 def test_study_writes_tidy_runs_csv(tmp_path: Path):
     outcome, = ablate(["hierarchical"], seeds=2, overrides=TINY, results_dir=tmp_path, quiet=True)
     runs = pd.read_csv(outcome.directory / "runs.csv")
-    assert list(runs.columns) == RUNS_COLUMNS
+    assert tuple(runs.columns) == RUNS_COLUMNS
     assert set(runs["variant"]) == {"hmtl", "flat", "oracle"}
     assert set(runs["seed"]) == {0, 1} and set(runs["split"]) == {"test", "validation"}
     model_rows = runs[runs["variant"] != "oracle"]
-    # 2 variants x 2 seeds x 2 splits x 3 groups x 3 behaviours, each exactly once
-    assert len(model_rows) == 72
-    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task"]).any()
-    assert set(model_rows.loc[model_rows["task"] == "cmpl", "metric"]) == {"mse"}
+    # 2 variants x 2 seeds x 2 splits x 3 groups x (cmpl: each regression metric, finish and skip: each binary one)
+    per_cell = len(metrics_of("regression")) + 2 * len(metrics_of("binary"))
+    assert len(model_rows) == 2 * 2 * 2 * 3 * per_cell
+    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task", "metric"]).any()
+    assert set(model_rows.loc[model_rows["task"] == "cmpl", "metric"]) == {entry.name for entry in
+                                                                           metrics_of("regression")}
+    assert set(model_rows.loc[model_rows["task"] == "finish", "metric"]) == {"auc", "logloss", "gauc",
+                                                                             "gauc_unweighted"}
+    oracle_rows = runs[runs["variant"] == "oracle"]
+    assert set(oracle_rows["metric"]) == set(model_rows["metric"])
+    assert oracle_rows.loc[oracle_rows["metric"].isin(["mse", "logloss"]), "value"].notna().all()
     described = json.loads((outcome.directory / "study.json").read_text())
     assert described["reference"] == "hmtl" and described["seeds"] == [0, 1]
     assert outcome.directory == tmp_path / "studies" / "hierarchical" / "synthetic"
@@ -89,7 +97,7 @@ def test_killed_sweep_resumes_without_losing_or_redoing_runs(mfh_path: str, tmp_
     table = pd.read_csv(results / "studies" / "multifaceted" / "synthetic" / "runs.csv")
     model_rows = table[table["variant"] != "oracle"]
     assert sorted(model_rows["run_id"].unique()) == sorted(after)
-    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task"]).any()
+    assert not model_rows.duplicated(["variant", "seed", "split", "group", "task", "metric"]).any()
 
 
 def children_of(pid: int) -> list[int]:
@@ -308,3 +316,12 @@ def test_a_study_bound_to_the_simulator_is_skipped_on_other_data_or_refused_alon
         ablate(["controls"], seeds=1, overrides=kuairand, results_dir=tmp_path, quiet=True)
     assert not (tmp_path / "runs").exists()
     assert [study.name for study in runnable_studies([load_study("controls")], ["trainer=smoke"])] == ["controls"]
+
+
+def test_a_cell_written_before_a_metric_existed_gives_it_no_value():
+    old = {"metric": "auc", "value": 0.7, "rows": 10, "positives": 3, "reason": None}
+    assert cell_values(old) == {"auc": 0.7, "logloss": None, "gauc": None, "gauc_unweighted": None}
+    new = {**old, "values": {"auc": {"value": 0.7, "reason": None}, "logloss": {"value": 0.5, "reason": None},
+                             "gauc": {"value": None, "reason": "no user", "users": 0, "users_skipped": 3},
+                             "gauc_unweighted": {"value": None, "reason": "no user"}}}
+    assert cell_values(new) == {"auc": 0.7, "logloss": 0.5, "gauc": None, "gauc_unweighted": None}
