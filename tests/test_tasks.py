@@ -10,27 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 from rich.console import Console
-from sklearn.metrics import log_loss, roc_auc_score
+from sklearn.metrics import log_loss
 
 from mfh_cli.report import run_report
 from mfh_cli.studies.execute import ablate
 from mfh_cli.tasks import (PRIMARY, REGISTRY, Metric, MetricValue, gauc, gauc_unweighted, logloss, metrics_of,
                            register, shown_metrics, unregister)
+from tests.reference_metrics import per_user_gauc
 
 TINY = ["data.rows=2000", "trainer=smoke", "trainer.progress=false"]
-
-
-def _per_user_reference(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> tuple[float, float, int, int]:
-    """gAUC weighted by rows, unweighted, users used and skipped: a loop over users with scikit-learn's AUC."""
-    aucs, weights, skipped = [], [], 0
-    for user in np.unique(users):
-        rows = users == user
-        if len(np.unique(labels[rows])) < 2:
-            skipped += 1
-            continue
-        aucs.append(roc_auc_score(labels[rows], scores[rows]))
-        weights.append(int(rows.sum()))
-    return float(np.average(aucs, weights=weights)), float(np.mean(aucs)), len(aucs), skipped
 
 
 def test_gauc_matches_a_per_user_loop_with_ties_and_single_class_users():
@@ -38,7 +26,7 @@ def test_gauc_matches_a_per_user_loop_with_ties_and_single_class_users():
     users = generator.integers(0, 300, 6000)
     labels = (generator.random(6000) < 0.2 + 0.5 * (users % 3 == 0)).astype(np.float32)
     scores = np.round(generator.normal(size=6000) + labels, 1).astype(np.float32)  # many ties within users
-    weighted, unweighted, used, skipped = _per_user_reference(scores, labels, users)
+    weighted, unweighted, used, skipped = per_user_gauc(scores, labels, users)
     result = gauc(scores, labels, users)
     assert skipped > 0  # some users have one class only in so few rows
     assert result.facts == {"users": used, "users_skipped": skipped}

@@ -13,6 +13,7 @@ from mfh_cli.engine.loop import prepare_splits
 from mfh_cli.engine.metrics import auc, cell_metric, group_metrics
 from mfh_cli.engine.run import oracle_scores
 from mfh_cli.tasks import metrics_of
+from tests.reference_metrics import per_user_gauc
 
 
 def test_auc_matches_sklearn_with_ties():
@@ -51,22 +52,6 @@ def test_group_metrics_per_group_and_mask():
         assert "positives" not in result[name]["cmpl"]
 
 
-def _per_user(scores: np.ndarray, labels: np.ndarray, users: np.ndarray) -> tuple[float | None, float | None, int,
-                                                                                   int]:
-    """gAUC (weighted by rows, and unweighted), users used and skipped: a loop over users with scikit-learn."""
-    aucs, weights, skipped = [], [], 0
-    for user in np.unique(users):
-        rows = users == user
-        if len(np.unique(labels[rows])) < 2:
-            skipped += 1
-            continue
-        aucs.append(roc_auc_score(labels[rows], scores[rows]))
-        weights.append(int(rows.sum()))
-    if not aucs:
-        return None, None, 0, skipped
-    return float(np.average(aucs, weights=weights)), float(np.mean(aucs)), len(aucs), skipped
-
-
 def test_gauc_and_logloss_match_sklearn_on_kuairand_test_rows(kuairand_dir: Path):
     dataset = load_dataset(compose(["data=kuairand"]), data_dir=kuairand_dir, cache_dir=None, quiet=True)
     behaviours = ["finish", "like"]  # a common and a rare behaviour
@@ -88,7 +73,7 @@ def test_gauc_and_logloss_match_sklearn_on_kuairand_test_rows(kuairand_dir: Path
             rows = ((test.group == group_index) & test.mask[:, column]).numpy()
             scores, labels = predictions[rows, column].numpy(), test.labels[rows, column].numpy()
             values = result[group][behaviour]["values"]
-            weighted, unweighted, used, skipped = _per_user(scores, labels, users[rows])
+            weighted, unweighted, used, skipped = per_user_gauc(scores, labels, users[rows])
             assert values["gauc"]["users"] == used and values["gauc"]["users_skipped"] == skipped
             if weighted is None:
                 assert values["gauc"]["value"] is None and values["gauc_unweighted"]["value"] is None
