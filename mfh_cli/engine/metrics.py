@@ -10,16 +10,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from mfh_cli.tasks import PRIMARY, auc_value, metrics_of
+from mfh_cli.tasks import PRIMARY, metrics_of
 
 
 def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-
-
-def auc(scores: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray) -> float | None:
-    """Area under the ROC curve by ranking (ties get their average rank); None when one class is absent."""
-    return auc_value(_numpy(scores), _numpy(labels))
 
 
 def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
@@ -32,9 +27,11 @@ def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch
     rows = int(labels.size)
     values = {}
     for entry in metrics_of(kind):
-        result = (entry.compute(predictions, labels, users) if rows else None)
-        values[entry.name] = ({"value": result.value, "reason": result.reason, **result.facts} if rows
-                              else {"value": None, "reason": "no rows with this label"})
+        if rows:
+            result = entry.compute(predictions, labels, users)
+            values[entry.name] = {"value": result.value, "reason": result.reason, **result.facts}
+        else:
+            values[entry.name] = {"value": None, "reason": "no rows with this label"}
     primary = values[PRIMARY[kind]]
     cell = {"metric": PRIMARY[kind], "value": primary["value"], "rows": rows}
     if kind == "binary" and rows:

@@ -10,9 +10,9 @@ from sklearn.metrics import log_loss, mean_squared_error, roc_auc_score
 from mfh_cli.config import compose
 from mfh_cli.data import load_dataset
 from mfh_cli.engine.loop import prepare_splits
-from mfh_cli.engine.metrics import auc, cell_metric, group_metrics
+from mfh_cli.engine.metrics import cell_metric, group_metrics
 from mfh_cli.engine.run import oracle_scores
-from mfh_cli.tasks import metrics_of
+from mfh_cli.tasks import auc_value, metrics_of
 from tests.reference_metrics import per_user_gauc
 
 
@@ -20,7 +20,7 @@ def test_auc_matches_sklearn_with_ties():
     generator = torch.Generator().manual_seed(3)
     labels = (torch.rand(5000, generator=generator) < 0.3).float()
     scores = torch.round(torch.randn(5000, generator=generator) + labels, decimals=1)  # many ties
-    assert abs(auc(scores, labels) - roc_auc_score(labels.numpy(), scores.numpy())) < 1e-12
+    assert abs(auc_value(scores.numpy(), labels.numpy()) - roc_auc_score(labels.numpy(), scores.numpy())) < 1e-12
 
 
 def test_single_class_is_missing_with_reason():
@@ -95,7 +95,7 @@ def test_oracle_logits_keep_the_auc_of_its_probabilities():
                                     1 - 2.0 ** -24 * np.arange(1, 50)]).astype(np.float32)
     labels = (generator.random(probabilities.size) < probabilities).astype(np.float32)
     logits = oracle_scores(torch.from_numpy(probabilities)[:, None], ["binary"])[:, 0].numpy()
-    assert auc(logits, labels) == auc(probabilities, labels)
+    assert auc_value(logits, labels) == auc_value(probabilities, labels)
     regression = oracle_scores(torch.from_numpy(probabilities)[:, None], ["regression"])[:, 0].numpy()
     assert (regression == probabilities.astype(np.float64)).all()  # MSE sees the expectation unchanged
 
