@@ -41,6 +41,7 @@ class TrainerSchema(_Strict):
     threads: PositiveInt | None  # null: all cores
     device: Literal["cpu", "cuda", "auto"]
     precision: Literal["fp32", "bf16", "auto"]
+    kernels: Literal["fused", "eager"]  # fused: the C++ ReLU → BatchNorm training kernel where it runs
     allow_emulated_bf16: bool
     compile: bool
     progress: bool

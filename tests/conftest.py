@@ -21,6 +21,11 @@ def pytest_configure(config: pytest.Config) -> None:
     all-core torch would oversubscribe the machine, which stalls OpenMP's spinning threads several-fold."""
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+    if not worker:
+        # Build the fused training kernel (models/parts/fused.py) once, before any worker or `mfh` subprocess
+        # would build it inside a test: the first build on a machine takes about a minute.
+        from mfh_cli.models.parts.fused import load_kernels
+        load_kernels()
     if not worker or workers < 2 or not hasattr(os, "sched_setaffinity"):
         return
     cores = sorted(os.sched_getaffinity(0))

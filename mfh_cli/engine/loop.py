@@ -21,6 +21,7 @@ from mfh_cli.engine.placement import AUTOCAST_DTYPES
 from mfh_cli.errors import ConfigError, RunError
 from mfh_cli.models import build_model
 from mfh_cli.models.loss import elementwise_loss
+from mfh_cli.models.parts.dense import use_fused_kernels
 from mfh_cli.models.weighting import LossWeighting, build_weighting
 
 
@@ -282,6 +283,7 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, device: torch.device | str 
                           f"(it has {', '.join(dataset.schema.behaviours)})")
     torch.manual_seed(int(cfg.seed))  # model initialisation; data order has its own generator
     model = build_model(cfg, dataset.schema).to(device)
+    use_fused_kernels(model, str(cfg.trainer.kernels) == "fused")  # resolved by engine/placement.py in train()
     splits = prepare_splits(dataset, behaviours, device)
     weighting = build_weighting(cfg, model.groups, behaviours, model.kinds).to(device)
     runnable = torch.compile(model) if cfg.trainer.compile else model

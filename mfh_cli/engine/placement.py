@@ -2,7 +2,8 @@
 
 `choose_placement` takes every device and precision decision from the trainer config and the probes' answers
 (passed in, so tests give it any machine); `resolve_placement` probes this machine once and writes the choice
-into the config before the run id is hashed, so the id names what was actually used.
+into the config before the run id is hashed, so the id names what was actually used. `choose_kernels` does the
+same for `trainer.kernels`: the fused C++ training kernel where it applies and is built, else eager.
 
 bf16 is native where the hardware has bf16 instructions: AMX (amx_bf16) or AVX512_BF16 on x86, BF16 or SVE-BF16
 on ARM, compute capability 8.0 or later on a CUDA GPU. Elsewhere PyTorch emulates it: on an AVX2-only EPYC mfh
@@ -12,14 +13,17 @@ at the paper preset trained 36× slower in bf16 than in fp32 (issue 17), so bf16
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig
 
 from mfh_cli.errors import ConfigError
+from mfh_cli.models.parts.fused import load_kernels
 
 X86_FEATURES = ("avx2", "avx512_f", "avx512_bf16", "amx_tile", "amx_bf16")  # torch.cpu.get_capabilities names
 ARM_FEATURES = ("neon", "sve", "bf16", "sve_bf16")
@@ -95,6 +99,8 @@ class Placement:
     device: str
     precision: str
     native_bf16: str | None  # the feature of the chosen device; None: no native bf16 (bf16 is then emulated)
+    kernels: str = "eager"  # "fused" or "eager" (trainer.kernels as resolved by choose_kernels)
+    kernels_note: str | None = None  # why trainer.kernels=fused runs eager here
 
     @property
     def emulated(self) -> bool:
@@ -128,6 +134,20 @@ def choose_placement(device: str, precision: str, allow_emulated_bf16: bool, mac
     return Placement(chosen, precision, native)
 
 
+def choose_kernels(kernels: str, placement: Placement,
+                   unavailable: Callable[[], str | None]) -> tuple[str, str | None]:
+    """trainer.kernels as it will run, and why fused falls back to eager: the fused kernel is a float32 CPU
+    kernel, and needs a build (`unavailable()`: None once built, else why not; models/parts/fused.py)."""
+    if kernels == "eager":
+        return "eager", None
+    if placement.device != "cpu" or placement.precision != "fp32":
+        return "eager", f"the fused kernel is CPU fp32 only (this run: {placement.device} {placement.precision})"
+    reason = unavailable()
+    if reason is not None:
+        return "eager", f"the fused kernel is not available: {reason}"
+    return "fused", None
+
+
 def missing_cpu_bf16(cpu: CpuFeatures) -> str:
     """Why this CPU has no native bf16, naming the features it lacks and those it has."""
     needed = NATIVE_BF16.get(cpu.family)
@@ -142,13 +162,17 @@ def missing_gpu_bf16(cuda: CudaDevice) -> str:
 
 
 def resolve_placement(cfg: DictConfig, machine: Machine | None = None) -> tuple[DictConfig, Placement]:
-    """A copy of `cfg` with trainer.device and trainer.precision set to what `machine` (default: this one) will
-    use, auto resolved and an impossible choice refused, and that choice."""
+    """A copy of `cfg` with trainer.device, trainer.precision and trainer.kernels set to what `machine` (default:
+    this one) will use, auto resolved and an impossible choice refused, and that choice. The first fused run on a
+    machine builds the kernel (about a minute, once)."""
     trainer = cfg.trainer
     placement = choose_placement(str(trainer.device), str(trainer.precision), bool(trainer.allow_emulated_bf16),
                                  machine or probe_machine())
+    kernels, note = choose_kernels(str(trainer.kernels), placement, lambda: load_kernels()[1])
+    placement = dataclasses.replace(placement, kernels=kernels, kernels_note=note)
     resolved = copy.deepcopy(cfg)
     resolved.trainer.device, resolved.trainer.precision = placement.device, placement.precision
+    resolved.trainer.kernels = kernels
     return resolved, placement
 
 
@@ -172,4 +196,5 @@ def hardware_record(placement: Placement, machine: Machine) -> dict:
     gpu = machine.cuda if placement.device == "cuda" else None
     return {"cpu": machine.cpu.record(),
             "gpu": None if gpu is None else {"name": gpu.name, "capability": list(gpu.capability)},
-            "native_bf16": placement.native_bf16, "emulated_bf16": placement.emulated}
+            "native_bf16": placement.native_bf16, "emulated_bf16": placement.emulated,
+            "kernels": placement.kernels, "kernels_note": placement.kernels_note}

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mfh_cli.config import compose, config_hash
-from mfh_cli.engine.placement import (X86_FEATURES, CpuFeatures, CudaDevice, Machine, choose_placement,
-                                      hardware_record, probe_machine, resolve_placement)
+from mfh_cli.engine.placement import (X86_FEATURES, CpuFeatures, CudaDevice, Machine, Placement, choose_kernels,
+                                      choose_placement, hardware_record, probe_machine, resolve_placement)
 from mfh_cli.errors import ConfigError
 
 # What the probe answers on the two machine classes the project runs on (torch.cpu.get_capabilities names).
@@ -122,3 +122,22 @@ def test_this_machines_probe_agrees_with_torch():
     assert (machine.cuda is None) == (not torch.cuda.is_available())
     if machine.cpu.family == "x86":
         assert (machine.cpu.native_bf16 is not None) == (capabilities["amx_bf16"] or capabilities["avx512_bf16"])
+
+
+def test_fused_kernels_run_on_the_cpu_in_fp32_where_built_and_eager_elsewhere_with_the_reason():
+    cpu, bf16, gpu = Placement("cpu", "fp32", None), Placement("cpu", "bf16", "amx_bf16"), Placement("cuda", "fp32", None)
+    built, unbuilt = (lambda: None), (lambda: "no C++ compiler (c++) on PATH")
+    assert choose_kernels("fused", cpu, built) == ("fused", None)
+    assert choose_kernels("eager", cpu, built) == ("eager", None)
+    kernels, note = choose_kernels("fused", cpu, unbuilt)
+    assert kernels == "eager" and note.endswith("no C++ compiler (c++) on PATH")
+    for placement in (bf16, gpu):
+        kernels, note = choose_kernels("fused", placement, built)
+        assert kernels == "eager" and "CPU fp32 only" in note
+
+
+def test_the_run_id_names_the_kernels_used():
+    fused, _ = resolve_placement(compose(["trainer.kernels=fused"]))
+    eager, placement = resolve_placement(compose(["trainer.kernels=eager"]))
+    assert placement.kernels == "eager" and eager.trainer.kernels == "eager"
+    assert (config_hash(fused) == config_hash(eager)) == (fused.trainer.kernels == "eager")

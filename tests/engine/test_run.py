@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from mfh_cli.config import compose
+from mfh_cli.models.parts.fused import load_kernels
 from mfh_cli.engine.placement import choose_placement, hardware_record, probe_machine
 from mfh_cli.engine.run import UnfinishedRun, ensure_writable, is_finished, read_finished, train
 from mfh_cli.errors import RunError
@@ -158,6 +159,20 @@ def test_diverged_run_fails_naming_split_and_task_and_writes_nothing(run_mfh, tm
     assert run_directories(tmp_path / "results" / "runs") == []
 
 
+def test_without_a_compiler_a_run_trains_eager_and_says_why(run_mfh, tmp_path: Path):
+    """A fresh kernel cache and no C++ compiler: the run falls back to the eager path, names it in its run id,
+    config and metrics.json with the reason, and gives the numbers of an explicit trainer.kernels=eager run."""
+    environment = {"CXX": str(tmp_path / "no-such-compiler"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    fallback = run_mfh("train", *TINY, "--quiet", "--format", "json", env=environment, check=True)
+    explicit = run_mfh("train", *TINY, "trainer.kernels=eager", "--force", "--quiet", "--format", "json",
+                       check=True)
+    first, second = json.loads(fallback.stdout), json.loads(explicit.stdout)
+    assert first["hardware"]["kernels"] == "eager"
+    assert "no C++ compiler" in first["hardware"]["kernels_note"] and second["hardware"]["kernels_note"] is None
+    assert first["run_id"] == second["run_id"] and first["metrics"] == second["metrics"]
+    assert not (tmp_path / "cache" / "mfh" / "kernels").exists()
+
+
 def test_metrics_json_is_strict_json_and_records_threads_precision_and_cpu(tmp_path: Path):
     result = train(compose([*TINY, "trainer.threads=2", "trainer.precision=auto", "trainer.device=auto"]),
                    results_dir=tmp_path, quiet=True)
@@ -166,7 +181,10 @@ def test_metrics_json_is_strict_json_and_records_threads_precision_and_cpu(tmp_p
     machine = probe_machine()
     expected = choose_placement("auto", "auto", False, machine)
     assert (metrics["device"], metrics["precision"]) == (expected.device, expected.precision)
-    assert metrics["hardware"] == hardware_record(expected, machine)
+    kernels = "fused" if expected.precision == "fp32" and load_kernels()[0] is not None else "eager"
+    assert metrics["hardware"]["kernels"] == kernels and f"kernels: {kernels}" in (result.run_dir / "config.yaml").read_text()
+    assert metrics["hardware"] == {**hardware_record(expected, machine), "kernels": kernels,
+                                   "kernels_note": metrics["hardware"]["kernels_note"]}
     assert metrics["hardware"]["cpu"]["model"] == machine.cpu.model
     saved = (result.run_dir / "config.yaml").read_text()
     assert f"precision: {expected.precision}" in saved and "precision: auto" not in saved

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfh_cli.errors import ConfigError
+from mfh_cli.models.parts import fused
 
 ACTIVATIONS = {"relu": F.relu, "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu,
                "tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -98,16 +99,26 @@ class BatchNorm(nn.Module):
             output, mean, inverse_std = torch.native_batch_norm(flat, self.weight, self.bias, None, None, True,
                                                                 0.0, self.style.epsilon)
             output = _ContiguousGradient.apply(output)
-            with torch.no_grad():
-                variance = inverse_std.pow(-2) - self.style.epsilon  # the biased batch variance
-                if not self.style.biased_running_variance and rows > 1:
-                    variance = variance * (rows / (rows - 1))
-                self.running_mean.lerp_(mean, 1.0 - self.style.decay)
-                self.running_var.lerp_(variance, 1.0 - self.style.decay)
+            self.update_moving_statistics(mean, inverse_std, rows)
         else:
             output = torch.batch_norm(flat, self.weight, self.bias, self.running_mean, self.running_var, False,
                                       0.0, self.style.epsilon, False)
         return output.unsqueeze(0) if groups == 1 else output.view(rows, groups, channels).transpose(0, 1)
+
+    def forward_after_relu(self, z: torch.Tensor) -> torch.Tensor:
+        """BatchNorm(ReLU(z)) in training, fused into one kernel (models/parts/fused.py): [G, B, C] → [G, B, C]."""
+        output, mean, inverse_std = fused.ReluBatchNorm.apply(z, self.weight, self.bias, self.style.epsilon)
+        self.update_moving_statistics(mean, inverse_std, z.shape[1])
+        return output
+
+    @torch.no_grad()
+    def update_moving_statistics(self, mean: torch.Tensor, inverse_std: torch.Tensor, rows: int) -> None:
+        """moving = decay·moving + (1−decay)·batch, from the batch mean and inverse std of a training pass."""
+        variance = inverse_std.pow(-2) - self.style.epsilon  # the biased batch variance
+        if not self.style.biased_running_variance and rows > 1:
+            variance = variance * (rows / (rows - 1))
+        self.running_mean.lerp_(mean, 1.0 - self.style.decay)
+        self.running_var.lerp_(variance, 1.0 - self.style.decay)
 
 
 class StackedLinear(nn.Module):
@@ -135,7 +146,10 @@ class StackedLinear(nn.Module):
 
 
 class DenseLayer(nn.Module):
-    """One layer of G stacked Linears; a hidden layer adds activation → BatchNorm → dropout (SPEC §1)."""
+    """One layer of G stacked Linears; a hidden layer adds activation → BatchNorm → dropout (SPEC §1).
+
+    With `fused` on (`use_fused_kernels`), a ReLU → BatchNorm layer trains through the fused kernel; eval mode,
+    other activations, bf16 and GPUs take the eager path, which is the reference."""
 
     def __init__(self, groups: int, input_dim: int, output_dim: int, options: DenseOptions, hidden: bool):
         super().__init__()
@@ -144,9 +158,14 @@ class DenseLayer(nn.Module):
         self.batch_norm = BatchNorm(groups, output_dim, options.batch_norm) \
             if hidden and options.batch_norm is not None else None
         self.dropout = options.dropout if hidden else 0.0
+        self.fusable = self.batch_norm is not None and options.activation == "relu"
+        self.use_fused = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear(x)
+        if self.use_fused and self.training and fused.supports(x):
+            x = self.batch_norm.forward_after_relu(x)
+            return F.dropout(x, self.dropout, self.training) if self.dropout else x
         if self.activation is not None:
             x = self.activation(x)
         if self.batch_norm is not None:
@@ -188,3 +207,11 @@ class MLPBank(nn.Module):
         for layer in self.layers[1:]:
             x = layer(x)
         return x.view(groups, n, rows, -1).transpose(1, 2)
+
+
+def use_fused_kernels(module: nn.Module, on: bool) -> int:
+    """Turn the fused ReLU → BatchNorm training path on or off in every fusable layer of `module`; how many."""
+    layers = [layer for layer in module.modules() if isinstance(layer, DenseLayer) and layer.fusable]
+    for layer in layers:
+        layer.use_fused = on
+    return len(layers)

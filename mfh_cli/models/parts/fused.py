@@ -1,0 +1,101 @@
+"""The fused ReLU → BatchNorm of a hidden layer in training (CPU, float32): one C++ kernel each way.
+
+A compact-preset step is bound by memory passes over activations, not by matmul FLOPs (benchmarks/results.md,
+issue "throughput"): eager ReLU + BatchNorm + their copies make about ten passes per hidden layer and step, the
+kernel in `relu_batch_norm.cpp` four. It is built with PyTorch's extension API on first use, once per machine
+(`-march=native`, so the cache is keyed by the CPU), under `~/.cache/mfh/kernels` (`$XDG_CACHE_HOME`); where it
+cannot be built (no C++ compiler or ninja) the eager path runs and the run records why (`trainer.kernels`,
+engine/placement.py). The eager path stays the reference: tests/models/test_fused.py holds both to each other.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+SOURCE = Path(__file__).with_name("relu_batch_norm.cpp")
+FAILED = "failed.txt"  # in the build folder: why the last build failed; delete the folder to try again
+
+
+def cache_root() -> Path:
+    """Where built kernels live: $XDG_CACHE_HOME/mfh/kernels, else ~/.cache/mfh/kernels."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "mfh" / "kernels"
+
+
+def build_key() -> str:
+    """What a build depends on: the source, torch, Python, and the CPU (the kernel is built for this CPU)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
+                     "")
+    except OSError:
+        flags = ""
+    capabilities = torch.cpu.get_capabilities()
+    parts = [SOURCE.read_text(), torch.__version__, sys.version, platform.machine(),
+             str(capabilities.get("cpu_name")), flags]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+@functools.cache
+def load_kernels() -> tuple[ModuleType | None, str | None]:
+    """The built extension and None, or None and why it is not available (one line). Built once per machine."""
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return None, f"no C++ compiler ({compiler}) on PATH"
+    from torch.utils.cpp_extension import is_ninja_available, load
+    if not is_ninja_available():
+        return None, "ninja is not installed (pip install ninja)"
+    name = f"mfh_relu_batch_norm_{build_key()}"
+    folder = cache_root() / name
+    if (folder / FAILED).exists():
+        return None, f"its build failed before ({folder / FAILED}; delete that folder to try again)"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        module = load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"],
+                      build_directory=str(folder), verbose=False)
+    except Exception as error:  # a compiler or linker error: record it, run eager
+        reason = " ".join(str(error).split())[-300:]
+        (folder / FAILED).write_text(f"{reason}\n")
+        return None, f"its build failed ({folder / FAILED})"
+    return module, None
+
+
+def supports(x: torch.Tensor) -> bool:
+    """Whether the kernel takes x: float32 on the CPU, [G, B, C], with the kernel built."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 3 and load_kernels()[0] is not None
+
+
+def _rows_first_or_contiguous(x: torch.Tensor) -> torch.Tensor:
+    """x itself when its memory is [G, B, C] or rows-first [B, G, C] (the kernel's two layouts), else a copy."""
+    return x if x.is_contiguous() or x.transpose(0, 1).is_contiguous() else x.contiguous()
+
+
+class ReluBatchNorm(torch.autograd.Function):
+    """y = BatchNorm(ReLU(z)) with batch statistics over the rows of each (group, channel); also returns the
+    batch mean and inverse std (no gradient) for the moving statistics."""
+
+    @staticmethod
+    def forward(ctx, z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, epsilon: float):
+        kernels, _ = load_kernels()
+        z = _rows_first_or_contiguous(z)
+        output, mean, inverse_std = kernels.forward(z, weight, bias, epsilon)
+        ctx.save_for_backward(z, weight, mean, inverse_std)
+        ctx.mark_non_differentiable(mean, inverse_std)
+        return output, mean, inverse_std
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor, _mean: torch.Tensor, _inverse_std: torch.Tensor):
+        z, weight, mean, inverse_std = ctx.saved_tensors
+        if gradient.stride() != z.stride():  # the kernel reads the gradient in z's layout
+            gradient = torch.empty_like(z).copy_(gradient)
+        kernels, _ = load_kernels()
+        z_gradient, weight_gradient, bias_gradient = kernels.backward(gradient, z, weight, mean, inverse_std)
+        return z_gradient, weight_gradient, bias_gradient, None

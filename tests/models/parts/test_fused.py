@@ -1,0 +1,118 @@
+"""The fused ReLU → BatchNorm training kernel against the eager path, its reference (mfh_cli/models/parts/fused.py).
+
+Tolerances: the two differ by float rounding of the batch statistics, and the fused one is the closer of the two
+to a float64 computation (checked below), so the bound is eager's own error: 5e-5 on normalised outputs, relative
+5e-4 on gradients summed over 1,024 rows.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from mfh_cli.models.parts.dense import DenseLayer, DenseOptions, use_fused_kernels
+from mfh_cli.models.parts.fused import load_kernels
+from tests.models.golden.cases import CASES, GOLDEN_FILE, fixed_batch, schema_from_json, seeded_model
+
+pytestmark = pytest.mark.skipif(load_kernels()[0] is None, reason=f"fused kernel not built: {load_kernels()[1]}")
+
+# (groups, rows, channels, input read by every group): a G-stacked layer, one group, and a first layer whose one
+# input every group reads (rows-first memory, as PLE's first experts and every level 0 produce it).
+LAYOUTS = [(6, 1024, 32, False), (1, 1024, 100, False), (2, 1024, 512, True), (3, 7, 40, False)]
+
+
+def layer_and_input(groups: int, rows: int, channels: int, shared_input: bool) -> tuple[DenseLayer, torch.Tensor]:
+    torch.manual_seed(0)
+    layer = DenseLayer(groups, 24, channels, DenseOptions(), hidden=True)
+    with torch.no_grad():
+        layer.batch_norm.weight.uniform_(0.5, 1.5)
+        layer.batch_norm.bias.normal_()
+    x = torch.randn(rows, 24).expand(groups, rows, 24) if shared_input else torch.randn(groups, rows, 24)
+    return layer, (x * 2 + 0.5).requires_grad_(not shared_input)
+
+
+def run_layer(layer: DenseLayer, x: torch.Tensor, fused: bool, gradient: torch.Tensor):
+    """Output, input gradient, parameter gradients and moving statistics of one training pass."""
+    layer = copy.deepcopy(layer)
+    use_fused_kernels(layer, fused)
+    x = x.detach().clone().requires_grad_(True) if x.requires_grad else x
+    output = layer(x)
+    output.backward(gradient)
+    return (output.detach(), None if x.grad is None else x.grad, [p.grad for p in layer.parameters()],
+            [layer.batch_norm.running_mean, layer.batch_norm.running_var])
+
+
+@pytest.mark.parametrize("groups,rows,channels,shared_input", LAYOUTS)
+def test_fused_layer_matches_eager_outputs_gradients_and_moving_statistics(groups, rows, channels, shared_input):
+    layer, x = layer_and_input(groups, rows, channels, shared_input)
+    gradient = torch.randn(groups, rows, channels)
+    eager, fused = run_layer(layer, x, False, gradient), run_layer(layer, x, True, gradient)
+    torch.testing.assert_close(fused[0], eager[0], rtol=0, atol=5e-5)
+    if eager[1] is not None:
+        torch.testing.assert_close(fused[1], eager[1], rtol=5e-4, atol=1e-5)
+    for fused_gradient, eager_gradient in zip(fused[2], eager[2]):
+        torch.testing.assert_close(fused_gradient, eager_gradient, rtol=5e-4, atol=1e-4)
+    for fused_statistic, eager_statistic in zip(fused[3], eager[3]):
+        torch.testing.assert_close(fused_statistic, eager_statistic, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_layer_is_closer_to_float64_than_eager():
+    layer, x = layer_and_input(2, 1024, 512, True)
+    gradient = torch.randn(2, 1024, 512)
+    exact = run_layer(layer.double(), x.double(), False, gradient.double())
+    layer = layer.float()
+    errors = {fused: (run_layer(layer, x, fused, gradient)[0].double() - exact[0]).abs().max().item()
+              for fused in (False, True)}
+    assert errors[True] <= errors[False]
+
+
+def test_fused_path_runs_only_in_training_and_eval_mode_is_unchanged():
+    layer, x = layer_and_input(6, 64, 32, False)
+    layer.eval()
+    eager = layer(x)
+    use_fused_kernels(layer, True)
+    assert torch.equal(layer(x), eager)
+
+
+def test_fused_layer_gives_the_same_bits_at_one_and_two_threads():
+    """Each block of channels is one thread's whole work, so the thread count cannot reorder a sum."""
+    layer, x = layer_and_input(2, 1024, 512, True)
+    gradient = torch.randn(2, 1024, 512)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(run_layer(layer, x, True, gradient))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(results[0][2], results[1][2]))
+
+
+def test_a_layer_without_relu_or_batch_norm_is_not_fused():
+    assert DenseLayer(1, 4, 4, DenseOptions(activation="gelu"), hidden=True).fusable is False
+    assert DenseLayer(1, 4, 4, DenseOptions(batch_norm=None), hidden=True).fusable is False
+    assert DenseLayer(1, 4, 4, DenseOptions(), hidden=False).fusable is False
+
+
+@pytest.mark.parametrize("label,overrides", CASES, ids=[label for label, _ in CASES])
+def test_every_model_trains_through_the_fused_path_like_the_eager_one(label, overrides):
+    """Every model of the zoo: train-mode outputs and every parameter's gradient, fused against eager."""
+    import json
+    schema = schema_from_json(json.loads(GOLDEN_FILE.read_text())["schema"])
+    inputs = fixed_batch(schema)
+    results = {}
+    for fused in (False, True):
+        model = seeded_model(overrides, schema)
+        assert use_fused_kernels(model, fused) > 0
+        model.train()
+        outputs = model(*inputs)
+        outputs.square().sum().backward()
+        results[fused] = (outputs.detach(), {name: p.grad for name, p in model.named_parameters()})
+    torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-4)
+    for name, eager_gradient in results[False][1].items():
+        torch.testing.assert_close(results[True][1][name], eager_gradient, rtol=2e-3, atol=2e-4,
+                                   msg=lambda text, name=name: f"{label} gradient of {name}: {text}")
