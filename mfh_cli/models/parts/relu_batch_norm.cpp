@@ -1,143 +1,144 @@
 // The hidden layer's ReLU -> BatchNorm in training mode, forward and backward, fused (mfh_cli/models/parts/fused.py).
 //
-// Eager PyTorch makes five passes over a layer's [G, B, C] activations forward (ReLU, BatchNorm's statistics and
-// normalisation, the copy into BatchNorm's [B, G*C] view) and as many backward; here each direction reads its
-// inputs twice (statistics, then the elementwise pass) in blocks of channels that stay in cache between the two.
-// Statistics are over the rows B for each (group, channel), accumulated in float over 128-row chunks, then in double:
-// closer to a float64 reference than PyTorch's CPU kernel (tests/models/test_fused.py). The batch variance is the
-// biased one, as BatchNorm normalises with; the moving statistics are updated in Python (dense.py).
+// Eager PyTorch makes about five passes over a layer's [G, B, C] activations forward (ReLU, BatchNorm's statistics
+// and normalisation, the copy into BatchNorm's [B, G*C] view) and as many backward; here each direction reads its
+// inputs twice: a statistics pass, then one elementwise pass. Both stream whole rows of channels.
+// Statistics are over the rows B for each (group, channel): summed in float over fixed chunks of 128 rows, then the
+// chunks in order in double, so the result does not depend on the thread count, and is closer to a float64
+// reference than PyTorch's CPU kernel (tests/models/parts/test_fused.py). The variance is the biased batch variance
+// BatchNorm normalises with; the moving statistics are updated in Python (dense.py).
 // Memory: z is [G, B, C] contiguous, or a transposed [B, G, C] buffer (rows first); outputs share z's layout.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
 #include <vector>
-#include <algorithm>
 
 namespace {
-constexpr int64_t CHUNK = 128; // rows summed in float before adding into double
+constexpr int64_t CHUNK = 128;  // rows summed in float before the chunks are added in double
 
+// outer independent matrices of rows x channels, stats per (outer, channel) over rows
 struct Layout { int64_t outer, rows, channels; };
 
 Layout layout_of(const torch::Tensor& z) {
-  TORCH_CHECK(z.dim() == 3 && z.scalar_type() == torch::kFloat && z.device().is_cpu(), "relu_batch_norm: float32 CPU [G, B, C] expected");
+  TORCH_CHECK(z.dim() == 3 && z.scalar_type() == torch::kFloat && z.device().is_cpu(),
+              "relu_batch_norm: a float32 CPU [G, B, C] tensor expected");
   auto G = z.size(0), B = z.size(1), C = z.size(2);
   if (z.is_contiguous()) return {G, B, C};
   TORCH_CHECK(z.transpose(0, 1).is_contiguous(), "relu_batch_norm: z must be [G, B, C] or rows-first [B, G, C] memory");
   return {1, B, G * C};
 }
 
-// Sums over rows of f(row values) into two double arrays, for a block of W channels (or `width` < W at the tail).
-template <int64_t W, typename F>
-inline void row_sums(int64_t rows, int64_t stride, int64_t width, double* __restrict first, double* __restrict second, F f) {
-  for (int64_t c = 0; c < W; ++c) { first[c] = 0; second[c] = 0; }
-  for (int64_t r0 = 0; r0 < rows; r0 += CHUNK) {
-    float s[W] = {0}, q[W] = {0};
-    const int64_t r1 = std::min(rows, r0 + CHUNK);
-    if (width == W) {
+// Two per-(outer, channel) sums over rows of f(o, r, c) -> (a, b), in double: float within each chunk of rows
+// (chunks in parallel), then the chunks added in order.
+template <typename F>
+void row_sums(const Layout& L, std::vector<double>& first, std::vector<double>& second, F f) {
+  const int64_t chunks = (L.rows + CHUNK - 1) / CHUNK, C = L.channels;
+  std::vector<float> partial(static_cast<size_t>(L.outer * chunks * 2 * C));
+  at::parallel_for(0, L.outer * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / chunks, r0 = (task % chunks) * CHUNK, r1 = std::min(L.rows, r0 + CHUNK);
+      float* __restrict s = partial.data() + task * 2 * C;
+      float* __restrict q = s + C;
+      std::fill(s, s + 2 * C, 0.f);
       for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = 0; c < W; ++c) { float a, b; f(r, c, a, b); s[c] += a; q[c] += b; }
-    } else {
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t c = 0; c < width; ++c) { float a, b; f(r, c, a, b); s[c] += a; q[c] += b; }
+        for (int64_t c = 0; c < C; ++c) { float a, b; f(o, r, c, a, b); s[c] += a; q[c] += b; }
     }
-    for (int64_t c = 0; c < W; ++c) { first[c] += s[c]; second[c] += q[c]; }
-  }
+  });
+  first.assign(static_cast<size_t>(L.outer * C), 0.0);
+  second.assign(static_cast<size_t>(L.outer * C), 0.0);
+  for (int64_t o = 0; o < L.outer; ++o)
+    for (int64_t k = 0; k < chunks; ++k) {
+      const float* s = partial.data() + (o * chunks + k) * 2 * C;
+      for (int64_t c = 0; c < C; ++c) { first[o * C + c] += s[c]; second[o * C + c] += s[C + c]; }
+    }
+}
+
+// g(o, r, c) for every element, rows in parallel chunks.
+template <typename G>
+void elementwise(const Layout& L, G g) {
+  const int64_t chunks = (L.rows + CHUNK - 1) / CHUNK;
+  at::parallel_for(0, L.outer * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t o = task / chunks, r0 = (task % chunks) * CHUNK, r1 = std::min(L.rows, r0 + CHUNK);
+      for (int64_t r = r0; r < r1; ++r) g(o, r);
+    }
+  });
 }
 }  // namespace
 
-template <int64_t W>
-std::vector<torch::Tensor> forward_impl(torch::Tensor z, torch::Tensor weight, torch::Tensor bias, double eps) {
-  auto L = layout_of(z);
+std::vector<torch::Tensor> relu_batch_norm_forward(torch::Tensor z, torch::Tensor weight, torch::Tensor bias,
+                                                   double eps) {
+  const Layout L = layout_of(z);
+  const int64_t C = L.channels, R = L.rows;
   auto y = torch::empty_like(z);
-  auto mean = torch::empty({L.outer * L.channels}, z.options());
-  auto invstd = torch::empty({L.outer * L.channels}, z.options());
+  auto mean = torch::empty({L.outer * C}, z.options());
+  auto invstd = torch::empty({L.outer * C}, z.options());
   const float* zp = z.data_ptr<float>();
   float* yp = y.data_ptr<float>();
+  std::vector<double> sum, sumsq;
+  row_sums(L, sum, sumsq, [&](int64_t o, int64_t r, int64_t c, float& a, float& b) {
+    const float v = std::max(zp[(o * R + r) * C + c], 0.f); a = v; b = v * v; });
+  std::vector<float> scale(L.outer * C), shift(L.outer * C);
   const float* wp = weight.data_ptr<float>();
   const float* bp = bias.data_ptr<float>();
   float* mp = mean.data_ptr<float>();
   float* ip = invstd.data_ptr<float>();
-  const int64_t blocks = (L.channels + W - 1) / W;
-  at::parallel_for(0, L.outer * blocks, 1, [&](int64_t begin, int64_t end) {
-    alignas(32) double sum[W], sumsq[W];
-    alignas(32) float scale[W], shift[W];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / blocks, c0 = (task % blocks) * W, width = std::min(W, L.channels - c0);
-      const int64_t stride = L.channels;
-      const float* __restrict in = zp + o * L.rows * stride + c0;
-      float* __restrict out = yp + o * L.rows * stride + c0;
-      row_sums<W>(L.rows, stride, width, sum, sumsq, [&](int64_t r, int64_t c, float& a, float& b) {
-        const float v = std::max(in[r * stride + c], 0.f); a = v; b = v * v; });
-      for (int64_t c = 0; c < width; ++c) {
-        const double m = sum[c] / L.rows;
-        const double var = std::max(sumsq[c] / L.rows - m * m, 0.0);
-        const float is = static_cast<float>(1.0 / std::sqrt(var + eps));
-        const int64_t p = o * L.channels + c0 + c;
-        mp[p] = static_cast<float>(m); ip[p] = is;
-        scale[c] = wp[p] * is; shift[c] = bp[p] - static_cast<float>(m) * scale[c];
-      }
-      for (int64_t r = 0; r < L.rows; ++r)
-        for (int64_t c = 0; c < width; ++c) out[r * stride + c] = std::max(in[r * stride + c], 0.f) * scale[c] + shift[c];
-    }
+  for (int64_t p = 0; p < L.outer * C; ++p) {
+    const double m = sum[p] / R, var = std::max(sumsq[p] / R - m * m, 0.0);
+    const float is = static_cast<float>(1.0 / std::sqrt(var + eps));
+    mp[p] = static_cast<float>(m); ip[p] = is;
+    scale[p] = wp[p] * is; shift[p] = bp[p] - static_cast<float>(m) * scale[p];
+  }
+  elementwise(L, [&](int64_t o, int64_t r) {
+    const float* __restrict in = zp + (o * R + r) * C;
+    float* __restrict out = yp + (o * R + r) * C;
+    const float* __restrict k = scale.data() + o * C;
+    const float* __restrict h = shift.data() + o * C;
+    for (int64_t c = 0; c < C; ++c) out[c] = std::max(in[c], 0.f) * k[c] + h[c];
   });
   return {y, mean, invstd};
 }
 
-template <int64_t W>
-std::vector<torch::Tensor> backward_impl(torch::Tensor grad, torch::Tensor z, torch::Tensor weight,
+std::vector<torch::Tensor> relu_batch_norm_backward(torch::Tensor grad, torch::Tensor z, torch::Tensor weight,
                                                     torch::Tensor mean, torch::Tensor invstd) {
-  auto L = layout_of(z);
+  const Layout L = layout_of(z);
+  TORCH_CHECK(grad.strides() == z.strides(), "relu_batch_norm: the gradient must have z's layout");
+  const int64_t C = L.channels, R = L.rows;
   auto dz = torch::empty_like(z);
   auto dweight = torch::empty_like(weight);
   auto dbias = torch::empty_like(weight);
   const float* zp = z.data_ptr<float>();
   const float* gp = grad.data_ptr<float>();
-  float* dp = dz.data_ptr<float>();
-  const float* wp = weight.data_ptr<float>();
   const float* mp = mean.data_ptr<float>();
   const float* ip = invstd.data_ptr<float>();
+  std::vector<double> sg, sgx;
+  row_sums(L, sg, sgx, [&](int64_t o, int64_t r, int64_t c, float& a, float& b) {
+    const int64_t at = (o * R + r) * C + c, p = o * C + c;
+    a = gp[at]; b = gp[at] * ((std::max(zp[at], 0.f) - mp[p]) * ip[p]); });
+  std::vector<float> k(L.outer * C), mean_g(L.outer * C), mean_gx(L.outer * C);
+  const float* wp = weight.data_ptr<float>();
   float* dwp = dweight.data_ptr<float>();
   float* dbp = dbias.data_ptr<float>();
-  const int64_t blocks = (L.channels + W - 1) / W;
-  at::parallel_for(0, L.outer * blocks, 1, [&](int64_t begin, int64_t end) {
-    alignas(32) double sg[W], sgx[W];
-    alignas(32) float m[W], is[W], k[W], mean_g[W], mean_gx[W];
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / blocks, c0 = (task % blocks) * W, width = std::min(W, L.channels - c0);
-      const int64_t stride = L.channels, offset = o * L.rows * stride + c0;
-      const float* __restrict zin = zp + offset;
-      const float* __restrict gin = gp + offset;
-      float* __restrict dout = dp + offset;
-      for (int64_t c = 0; c < W; ++c) {
-        m[c] = c < width ? mp[o * L.channels + c0 + c] : 0.f; is[c] = c < width ? ip[o * L.channels + c0 + c] : 0.f;
-      }
-      row_sums<W>(L.rows, stride, width, sg, sgx, [&](int64_t r, int64_t c, float& a, float& b) {
-        const float g = gin[r * stride + c];
-        a = g; b = g * ((std::max(zin[r * stride + c], 0.f) - m[c]) * is[c]); });
-      for (int64_t c = 0; c < width; ++c) {
-        const int64_t p = o * L.channels + c0 + c;
-        dwp[p] = static_cast<float>(sgx[c]); dbp[p] = static_cast<float>(sg[c]);
-        k[c] = wp[p] * is[c];
-        mean_g[c] = static_cast<float>(sg[c] / L.rows);
-        mean_gx[c] = static_cast<float>(sgx[c] / L.rows);
-      }
-      for (int64_t r = 0; r < L.rows; ++r)
-        for (int64_t c = 0; c < width; ++c) {
-          const float zv = zin[r * stride + c];
-          const float xhat = (std::max(zv, 0.f) - m[c]) * is[c];
-          const float d = k[c] * (gin[r * stride + c] - mean_g[c] - xhat * mean_gx[c]);
-          dout[r * stride + c] = zv > 0.f ? d : 0.f;
-        }
+  for (int64_t p = 0; p < L.outer * C; ++p) {
+    dwp[p] = static_cast<float>(sgx[p]); dbp[p] = static_cast<float>(sg[p]);
+    k[p] = wp[p] * ip[p];
+    mean_g[p] = static_cast<float>(sg[p] / R); mean_gx[p] = static_cast<float>(sgx[p] / R);
+  }
+  float* dp = dz.data_ptr<float>();
+  elementwise(L, [&](int64_t o, int64_t r) {
+    const float* __restrict zr = zp + (o * R + r) * C;
+    const float* __restrict gr = gp + (o * R + r) * C;
+    float* __restrict dr = dp + (o * R + r) * C;
+    const float *m = mp + o * C, *is = ip + o * C, *kk = k.data() + o * C, *mg = mean_g.data() + o * C,
+                *mgx = mean_gx.data() + o * C;
+    for (int64_t c = 0; c < C; ++c) {
+      const float xhat = (std::max(zr[c], 0.f) - m[c]) * is[c];
+      const float d = kk[c] * (gr[c] - mg[c] - xhat * mgx[c]);
+      dr[c] = zr[c] > 0.f ? d : 0.f;
     }
   });
   return {dz, dweight, dbias};
-}
-
-std::vector<torch::Tensor> relu_batch_norm_forward(torch::Tensor z, torch::Tensor weight, torch::Tensor bias, double eps) {
-  return layout_of(z).channels >= 256 ? forward_impl<128>(z, weight, bias, eps) : forward_impl<32>(z, weight, bias, eps);
-}
-std::vector<torch::Tensor> relu_batch_norm_backward(torch::Tensor grad, torch::Tensor z, torch::Tensor weight, torch::Tensor mean, torch::Tensor invstd) {
-  return layout_of(z).channels >= 256 ? backward_impl<128>(grad, z, weight, mean, invstd) : backward_impl<32>(grad, z, weight, mean, invstd);
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
