@@ -20,7 +20,7 @@ from benchmarks.common import append_results, machine
 from mfh_cli.config import compose
 from mfh_cli.data.synthetic import simulate
 from mfh_cli.engine.loop import build_trainer
-from mfh_cli.models.parts.dense import use_fused_kernels
+from mfh_cli.models.parts.fused import use_fused_kernels
 from mfh_cli.models.parts.fused import load_kernels
 
 MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")

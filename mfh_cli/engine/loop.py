@@ -21,7 +21,7 @@ from mfh_cli.engine.placement import AUTOCAST_DTYPES
 from mfh_cli.errors import ConfigError, RunError
 from mfh_cli.models import build_model
 from mfh_cli.models.loss import elementwise_loss
-from mfh_cli.models.parts.dense import use_fused_kernels
+from mfh_cli.models.parts.fused import use_fused_kernels
 from mfh_cli.models.weighting import LossWeighting, build_weighting
 
 

@@ -148,7 +148,7 @@ class StackedLinear(nn.Module):
 class DenseLayer(nn.Module):
     """One layer of G stacked Linears; a hidden layer adds activation → BatchNorm → dropout (SPEC §1).
 
-    With `fused` on (`use_fused_kernels`), a ReLU → BatchNorm layer trains through the fused kernel; eval mode,
+    With `use_fused` on (fused.use_fused_kernels), a ReLU → BatchNorm layer trains through the fused kernel; eval mode,
     other activations, bf16 and GPUs take the eager path, which is the reference."""
 
     def __init__(self, groups: int, input_dim: int, output_dim: int, options: DenseOptions, hidden: bool):
@@ -208,10 +208,3 @@ class MLPBank(nn.Module):
             x = layer(x)
         return x.view(groups, n, rows, -1).transpose(1, 2)
 
-
-def use_fused_kernels(module: nn.Module, on: bool) -> int:
-    """Turn the fused ReLU → BatchNorm training path on or off in every fusable layer of `module`; how many."""
-    layers = [layer for layer in module.modules() if isinstance(layer, DenseLayer) and layer.fusable]
-    for layer in layers:
-        layer.use_fused = on
-    return len(layers)

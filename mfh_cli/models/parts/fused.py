@@ -1,8 +1,9 @@
-"""The fused ReLU → BatchNorm of a hidden layer in training (CPU, float32): one C++ kernel each way.
+"""Fused CPU float32 training kernels: a hidden layer's ReLU → BatchNorm, and the gated mixing of experts.
 
-A compact-preset step is bound by memory passes over activations, not by matmul FLOPs (benchmarks/results.md,
-issue "throughput"): eager ReLU + BatchNorm + their copies make about ten passes per hidden layer and step, the
-kernel in `relu_batch_norm.cpp` four. It is built with PyTorch's extension API on first use, once per machine
+A compact-preset step is bound by memory passes over activations and by many tiny products, not by matmul FLOPs
+(benchmarks/results.md, issue "throughput"): eager ReLU + BatchNorm + their copies make about ten passes per hidden
+layer and step, the kernel in `relu_batch_norm.cpp` four; mixing E experts per row is one small matrix product per
+row, which PyTorch's batched matmul runs far below its speed on large ones. It is built with PyTorch's extension API on first use, once per machine
 (`-march=native`, so the cache is keyed by the CPU), under `~/.cache/mfh/kernels` (`$XDG_CACHE_HOME`); where it
 cannot be built (no C++ compiler or ninja) the eager path runs and the run records why (`trainer.kernels`,
 engine/placement.py). The eager path stays the reference: tests/models/test_fused.py holds both to each other.
@@ -68,9 +69,17 @@ def load_kernels() -> tuple[ModuleType | None, str | None]:
     return module, None
 
 
+def use_fused_kernels(module: torch.nn.Module, on: bool) -> int:
+    """Turn the fused training kernels on or off in every part of `module` that has one (`fusable`); how many."""
+    parts = [part for part in module.modules() if getattr(part, "fusable", False)]
+    for part in parts:
+        part.use_fused = on
+    return len(parts)
+
+
 def supports(x: torch.Tensor) -> bool:
-    """Whether the kernel takes x: float32 on the CPU, [G, B, C], with the kernel built."""
-    return x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 3 and load_kernels()[0] is not None
+    """Whether the kernels take x: float32 on the CPU (not under bf16 autocast), with the kernels built."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and load_kernels()[0] is not None
 
 
 def _rows_first_or_contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -99,3 +108,21 @@ class ReluBatchNorm(torch.autograd.Function):
         kernels, _ = load_kernels()
         z_gradient, weight_gradient, bias_gradient = kernels.backward(gradient, z, weight, mean, inverse_std)
         return z_gradient, weight_gradient, bias_gradient, None
+
+
+class MixExperts(torch.autograd.Function):
+    """out [S,B,K,H] = weights [S,B,K,E] @ experts [S,B,E,H] per row, one C++ loop over the rows."""
+
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+        kernels, _ = load_kernels()
+        weights = weights.contiguous()
+        ctx.save_for_backward(weights, experts)
+        return kernels.mix_forward(weights, experts)
+
+    @staticmethod
+    def backward(ctx, gradient: torch.Tensor):
+        weights, experts = ctx.saved_tensors
+        kernels, _ = load_kernels()
+        weights_gradient, experts_gradient = kernels.mix_backward(gradient, weights, experts)
+        return weights_gradient, experts_gradient

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from mfh_cli.errors import ConfigError
+from mfh_cli.models.parts import fused
 from mfh_cli.models.parts.dense import DenseOptions, MLPBank
 
 GATE_KINDS = ("softmax", "sigmoid")
@@ -55,9 +56,18 @@ def _row_matmul(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
 
 
 def mix_experts(experts: torch.Tensor, branch_weights: torch.Tensor, per_branch: int,
-                shared_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                shared_weights: torch.Tensor | None = None,
+                fused_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Branch k's output = Σ weights over its own experts, then the shared ones; with the shared gate's weights
-    [S,B,1,E], also the shared output = Σ over all experts: [S,B,E,H], [S,B,K,C] → [S,B,K,H], [S,B,H] or None."""
+    [S,B,1,E], also the shared output = Σ over all experts: [S,B,E,H], [S,B,K,C] → [S,B,K,H], [S,B,H] or None.
+    `fused_kernel`: all of it in one C++ loop over the rows (models/parts/fused.py) where it runs."""
+    if fused_kernel and fused.supports(experts) and branch_weights.dtype == experts.dtype:
+        rows = _weights_over_all_experts(branch_weights, per_branch)  # [S,B,K,E]
+        if shared_weights is None:
+            return fused.MixExperts.apply(rows, experts), None
+        mixed = fused.MixExperts.apply(torch.cat([rows, shared_weights], dim=2), experts)  # [S,B,K+1,H]
+        branch_output, shared_output = mixed.split([rows.shape[2], 1], dim=2)
+        return branch_output, shared_output.squeeze(2)
     if experts.shape[2] * experts.shape[3] >= MATMUL_MIN_VALUES:
         # One matmul for every gate of the layer: the experts are read once and get one gradient (two products
         # would sum two expert-sized gradients in backward).

@@ -85,6 +85,7 @@ class ExtractionLayer(nn.Module):
             if first else Gates(copies * branches, 1, input_dim, choices, spec.gate, spec.gate_hidden, options)
         self.shared_gate = None if last else \
             Gates(copies, 1, input_dim, self.experts.count, spec.gate, spec.gate_hidden, options)
+        self.fusable, self.use_fused = True, False  # the mixing's fused kernel (fused.use_fused_kernels)
 
     def forward(self, shared_input: torch.Tensor, branch_input: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -96,7 +97,8 @@ class ExtractionLayer(nn.Module):
             rows = shared_input.shape[1]
             weights = self.branch_gates(branch_input).view(self.copies, self.branches, rows, -1).transpose(1, 2)
         shared_weights = self.shared_gate(shared_input) if self.shared_gate is not None else None
-        return mix_experts(experts, weights, self.per_branch, shared_weights)
+        return mix_experts(experts, weights, self.per_branch, shared_weights,
+                           fused_kernel=self.use_fused and self.training)
 
 
 class ExtractionSwitcher(nn.Module):

@@ -12,7 +12,9 @@ import copy
 import pytest
 import torch
 
-from mfh_cli.models.parts.dense import DenseLayer, DenseOptions, use_fused_kernels
+from mfh_cli.models.parts.dense import DenseLayer, DenseOptions
+from mfh_cli.models.parts.fused import use_fused_kernels
+from mfh_cli.models.parts.gates import mix_experts
 from mfh_cli.models.parts.fused import load_kernels
 from tests.models.golden.cases import CASES, GOLDEN_FILE, fixed_batch, schema_from_json, seeded_model
 
@@ -116,3 +118,27 @@ def test_every_model_trains_through_the_fused_path_like_the_eager_one(label, ove
     for name, eager_gradient in results[False][1].items():
         torch.testing.assert_close(results[True][1][name], eager_gradient, rtol=2e-3, atol=2e-4,
                                    msg=lambda text, name=name: f"{label} gradient of {name}: {text}")
+
+
+@pytest.mark.parametrize("rows_first", [False, True])
+@pytest.mark.parametrize("per_branch,shared,width,with_shared_gate", [(2, 2, 64, True), (1, 1, 32, False)])
+def test_fused_mixing_matches_eager_with_gradients(rows_first, per_branch, shared, width, with_shared_gate):
+    """gates.mix_experts through the C++ loop against the eager products, experts stored either way."""
+    torch.manual_seed(0)
+    copies, rows, branches = 2, 300, 3
+    experts_count = branches * per_branch + shared
+    stored = torch.randn(rows, copies, experts_count, width).transpose(0, 1) if rows_first else \
+        torch.randn(copies, rows, experts_count, width)
+    branch_weights = torch.softmax(torch.randn(copies, rows, branches, per_branch + shared), -1)
+    shared_weights = torch.softmax(torch.randn(copies, rows, 1, experts_count), -1) if with_shared_gate else None
+    results = []
+    for fused_kernel in (False, True):
+        inputs = [t.detach().clone().requires_grad_(True) if t is not None else None
+                  for t in (stored, branch_weights, shared_weights)]
+        branch_output, shared_output = mix_experts(inputs[0], inputs[1], per_branch, inputs[2], fused_kernel)
+        loss = branch_output.square().sum() + (0 if shared_output is None else shared_output.sum())
+        loss.backward()
+        results.append([branch_output, shared_output, *(t.grad for t in inputs if t is not None)])
+    for eager, fused in zip(*results):
+        if eager is not None:
+            torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
