@@ -109,8 +109,8 @@ def check_config(cfg: DictConfig) -> None:
         except ValidationError as error:
             first = error.errors()[0]
             key = ".".join([section, *(str(part) for part in first["loc"])])
-            rule = first["msg"].replace("Input should be", "must be").replace("Extra inputs are not permitted",
-                                                                             "unknown key").removeprefix("Value error, ")
+            rule = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be").replace(
+                "Extra inputs are not permitted", "unknown key")
             raise ConfigError(f"{key}: {rule} (got {first['input']!r})") from None
     check_data(cfg.data)
 

@@ -112,9 +112,12 @@ def _tree_facets(trees: list[str], grid: dict[str, list[str]], tasks_name: str) 
     """{facet: values} of the task grid `grid` that `trees` split by (grid order); every tree splits by behaviour
     and only by facets of the grid."""
     used = {facet for tree in trees for level in parse_tree(tree) for facet in level}
-    if not used <= set(grid) or BEHAVIOUR.name not in used:
-        raise ConfigError(f"model.trees {trees}: trees split by the facets of tasks '{tasks_name}' "
-                          f"({', '.join(grid)}), and by {BEHAVIOUR.name} always")
+    unknown = sorted(used - set(grid))
+    if unknown:
+        raise ConfigError(f"model.trees {trees}: {', '.join(unknown)} is not a facet of tasks '{tasks_name}' "
+                          f"(tasks.facets: {', '.join(grid)})")
+    if BEHAVIOUR.name not in used:
+        raise ConfigError(f"model.trees {trees}: every model splits by {BEHAVIOUR.name}")
     return {facet: values for facet, values in grid.items() if facet in used}
 
 
