@@ -131,8 +131,8 @@ def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -
     behaviours = list(cfg.tasks.behaviours)
     unknown = [name for name in behaviours if name not in schema.behaviours]
     if unknown:
-        raise ConfigError(f"tasks.behaviours: {', '.join(unknown)} not in the dataset's behaviours "
-                          f"({', '.join(schema.behaviours)})")
+        raise ConfigError(f"tasks.behaviours: {', '.join(unknown)} not in the behaviours of dataset "
+                          f"'{schema.name or cfg.data.name}' ({', '.join(schema.behaviours)})")
     trees = [str(tree) for tree in _plain(model.trees)]
     facet_values = _tree_facets(trees, run_facets(cfg.tasks, schema), str(cfg.tasks.name))
     grouped = USER_GROUP.name in facet_values
