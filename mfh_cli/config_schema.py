@@ -1,4 +1,5 @@
-"""The typed schema of the composed config: every trainer, size and data value is checked when it is composed.
+"""The typed schema of the composed config: every tasks, trainer, size and data value is checked when it is
+composed.
 
 A value that breaks a rule is one ConfigError line, `<key>: <rule> (got <value>)`, before any data is loaded or
 any run is trained. Model structure (which switcher kinds combine how) is checked where models are built.
@@ -9,9 +10,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mfh_cli.errors import ConfigError
+from mfh_cli.tasks import BEHAVIOUR, FACETS
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
@@ -22,6 +24,35 @@ class _Strict(BaseModel):
     """No type coercion ('abc' is not a number, true is not 1) and no keys beyond the declared ones."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+def _distinct(values: list[str]) -> list[str]:
+    repeated = sorted({value for value in values if values.count(value) > 1})
+    if repeated:
+        raise ValueError(f"{', '.join(repeated)} listed more than once")
+    return values
+
+
+class TasksSchema(_Strict):
+    """conf/tasks/*.yaml: the behaviours of the grid (checked against the dataset's when a model is built: your
+    own log may name new ones) and its facets (mfh_cli/tasks.py FACETS), behaviour first: the towers and the
+    task order are behaviour-major."""
+
+    name: str
+    behaviours: Annotated[list[str], Field(min_length=1)]
+    facets: Annotated[list[Literal[tuple(FACETS)]], Field(min_length=1)]  # type: ignore[valid-type]
+
+    @field_validator("behaviours")
+    @classmethod
+    def _behaviours_distinct(cls, behaviours: list[str]) -> list[str]:
+        return _distinct(behaviours)
+
+    @field_validator("facets")
+    @classmethod
+    def _facets_distinct_behaviour_first(cls, facets: list[str]) -> list[str]:
+        if facets[0] != BEHAVIOUR.name:
+            raise ValueError(f"the first facet must be {BEHAVIOUR.name}")
+        return _distinct(facets)
 
 
 class TrainerSchema(_Strict):
@@ -72,15 +103,15 @@ class SizeSchema(_Strict):
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Raise one ConfigError line for the first trainer, size or data value that breaks its rule."""
-    for section, schema in (("trainer", TrainerSchema), ("size", SizeSchema)):
+    """Raise one ConfigError line for the first tasks, trainer, size or data value that breaks its rule."""
+    for section, schema in (("tasks", TasksSchema), ("trainer", TrainerSchema), ("size", SizeSchema)):
         try:
             schema.model_validate(OmegaConf.to_container(cfg[section], resolve=True))
         except ValidationError as error:
             first = error.errors()[0]
             key = ".".join([section, *(str(part) for part in first["loc"])])
-            rule = first["msg"].replace("Input should be", "must be").replace("Extra inputs are not permitted",
-                                                                             "unknown key")
+            rule = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be").replace(
+                "Extra inputs are not permitted", "unknown key")
             raise ConfigError(f"{key}: {rule} (got {first['input']!r})") from None
     check_data(cfg.data)
 

@@ -1,8 +1,12 @@
-"""The task grid's metrics, declared once (SPEC §4): which metric applies to which behaviour kind, which way is
-better, the scale its intervals are computed on, how it is computed; and the columns of the run files.
+"""The task grid, declared once (SPEC §1, §4, §5): its facets and their values, the behaviours and their kinds,
+the task names; which metric applies to which behaviour kind, which way is better, the scale its intervals are
+computed on, how it is computed; and the columns of the run files.
 
-Torch-free (numpy only): the engine computes every registered metric of a cell's kind, the studies write one
-runs.csv row per metric, the report reads direction and scale from here. Adding a metric is one function
+Torch-free (numpy only), importable by every layer. A run's facets are its tasks config's `facets` (checked at
+compose time): each facet here says where a run reads its values (the tasks config, or the dataset's schema), so
+a further facet is one `Facet` here, its values in the data's schema and its name in `conf/tasks/*.yaml`.
+The engine computes every registered metric of a cell's kind, the studies write one runs.csv row per metric, the
+report reads direction and scale from here. Adding a metric is one function
 (`compute(predictions, labels, users) -> MetricValue`) and one `register(Metric(...))` call.
 
 Predictions are the model's raw outputs: a logit for a binary behaviour, a value for a regression one.
@@ -11,12 +15,75 @@ Shape letters: N rows of one cell (one user group, one behaviour, rows whose lab
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # types only: tasks.py imports nothing of the layers that read it
+    from omegaconf import DictConfig
+
+    from mfh_cli.data.schema import Schema
+
 KINDS = ("binary", "regression")
+
+# --- The facets of the task grid. ---
+
+# Every behaviour the project knows and its kind (SPEC §1, §3): regression trains on squared error, binary on
+# cross-entropy with logits. The watch-time behaviours come from play time and duration, so they are unknown
+# together where a video's duration is (SPEC §5); the others are interactions.
+CMPL, FINISH, SKIP = "cmpl", "finish", "skip"
+LIKE, SHARE, COMMENT, FOLLOW = "like", "share", "comment", "follow"
+BEHAVIOURS: dict[str, str] = {CMPL: "regression", FINISH: "binary", SKIP: "binary", LIKE: "binary",
+                              SHARE: "binary", COMMENT: "binary", FOLLOW: "binary"}
+WATCH_BEHAVIOURS: tuple[str, ...] = (CMPL, FINISH, SKIP)
+
+# The user groups of KuaiRand and the simulator (SPEC §5), in index order (Dataset.group indexes the schema's
+# groups); your own log (`data=table`) names its own.
+NEW_USERS, LOW_ACTIVITY, HIGH_ACTIVITY = "new", "low", "high"
+USER_GROUPS: tuple[str, ...] = (NEW_USERS, LOW_ACTIVITY, HIGH_ACTIVITY)
+
+
+@dataclass(frozen=True)
+class Facet:
+    """A facet of the task grid: its `name` (as `tasks.facets`, `model.trees` and task names write it) and where a
+    run reads its values: attribute `key` of the tasks config (`from_config`) or of the dataset's Schema (the
+    dataset's rows carry the facet, as `Dataset.group` does the user group)."""
+
+    name: str
+    key: str
+    from_config: bool = False
+
+    def run_values(self, tasks_cfg: DictConfig, schema: Schema) -> list[str]:
+        """This facet's values in a run of tasks config `tasks_cfg` on a dataset of `schema`."""
+        return list(getattr(tasks_cfg if self.from_config else schema, self.key))
+
+
+BEHAVIOUR = Facet("behaviour", key="behaviours", from_config=True)  # tasks.behaviours: a subset of the data's
+USER_GROUP = Facet("group", key="groups")  # every user group of the dataset
+FACETS: dict[str, Facet] = {facet.name: facet for facet in (BEHAVIOUR, USER_GROUP)}
+
+
+def run_facets(tasks_cfg: DictConfig, schema: Schema) -> dict[str, list[str]]:
+    """{facet: its values} of a run, in the order of `tasks_cfg.facets` (canonical task order: the last facet
+    varies fastest). `tasks_cfg` is the composed `cfg.tasks` (checked by config_schema), `schema` the dataset's."""
+    return {name: FACETS[name].run_values(tasks_cfg, schema) for name in tasks_cfg.facets}
+
+
+def task_name(*values: str) -> str:
+    """A task's name: its value of each facet in facet order, joined (`cmpl_new`)."""
+    return "_".join(values)
+
+
+def task_names(facet_values: dict[str, list[str]]) -> list[str]:
+    """Every task of a grid {facet: values} in canonical order (the last facet varies fastest)."""
+    return [task_name(*values) for values in itertools.product(*facet_values.values())]
+
+
+# --- The run files and the metrics. ---
+
 # runs.csv: one row per (variant, seed, split, group, task, metric); `value` empty when not computable.
 RUNS_COLUMNS = ("study", "variant", "seed", "dataset", "split", "group", "task", "metric", "value", "run_id")
 HISTORY_COLUMNS = ("step", "epoch", "split", "group", "task", "loss")

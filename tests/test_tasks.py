@@ -1,17 +1,25 @@
-"""The task-grid registry: gAUC and log loss against independent computations, and a metric added through the
-registry alone reaching runs.csv and the report."""
+"""The task grid: its facets declared in mfh_cli/tasks.py alone and read from the tasks config; the metric
+registry (gAUC and log loss against independent computations, a metric added through the registry alone reaching
+runs.csv and the report)."""
 
 from __future__ import annotations
 
+import ast
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from rich.console import Console
 from sklearn.metrics import log_loss
 
+import mfh_cli
+from mfh_cli import tasks
+from mfh_cli.config import compose
+from mfh_cli.errors import ConfigError
 from mfh_cli.report import run_report
 from mfh_cli.studies.execute import ablate
 from mfh_cli.tasks import (PRIMARY, REGISTRY, Metric, MetricValue, gauc, gauc_unweighted, logloss, metrics_of,
@@ -19,6 +27,59 @@ from mfh_cli.tasks import (PRIMARY, REGISTRY, Metric, MetricValue, gauc, gauc_un
 from tests.reference_metrics import per_user_gauc
 
 TINY = ["data.rows=2000", "trainer=smoke", "trainer.progress=false"]
+PACKAGE = Path(mfh_cli.__file__).parent
+GRID_VALUES = set(tasks.USER_GROUPS) | set(tasks.BEHAVIOURS)
+
+
+def grid_literals(source: str, where: str) -> list[str]:
+    """`where:line 'value'` for every string constant of Python `source` that is a user group or a behaviour."""
+    return [f"{where}:{node.lineno} {node.value!r}" for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in GRID_VALUES]
+
+
+def package_literals(path: Path) -> list[str]:
+    return grid_literals(path.read_text(), str(path.relative_to(PACKAGE.parent)))
+
+
+def test_only_the_task_grid_module_names_the_user_groups_and_behaviours():
+    assert package_literals(Path(tasks.__file__))  # the scan sees the one declaration
+    outside = [hit for path in sorted(PACKAGE.rglob("*.py")) if path != Path(tasks.__file__)
+               for hit in package_literals(path)]
+    assert outside == [], "name them through mfh_cli/tasks.py: " + "; ".join(outside)
+
+
+def test_the_scan_flags_only_string_constants_equal_to_a_grid_value():
+    source = '"""New users skip less."""\nA = f"{1} new"\nB = ("new", "highlight", "cmpl")\nnew = 1\n'
+    assert grid_literals(source, "probe.py") == ["probe.py:3 'new'", "probe.py:3 'cmpl'"]
+
+
+def test_a_runs_facets_come_from_its_tasks_config_and_the_datasets_schema():
+    cfg = compose(["tasks=interactive"])
+    schema = SimpleNamespace(groups=["cold", "warm"])
+    grid = tasks.run_facets(cfg.tasks, schema)
+    assert grid == {"behaviour": ["like", "share", "comment", "follow"], "group": ["cold", "warm"]}
+    assert tasks.task_names(grid)[:3] == ["like_cold", "like_warm", "share_cold"]
+
+
+def test_a_further_facet_is_a_facet_entry_and_a_tasks_config_key(monkeypatch):
+    monkeypatch.setitem(tasks.FACETS, "scenario", tasks.Facet("scenario", key="scenarios"))
+    tasks_cfg = OmegaConf.create({"behaviours": ["cmpl"], "facets": ["behaviour", "group", "scenario"]})
+    schema = SimpleNamespace(groups=["new", "high"], scenarios=["featured", "follow_feed"])
+    assert tasks.task_names(tasks.run_facets(tasks_cfg, schema)) == [
+        "cmpl_new_featured", "cmpl_new_follow_feed", "cmpl_high_featured", "cmpl_high_follow_feed"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("tasks.facets=[behaviour,user_group]", "tasks.facets.1: must be 'behaviour' or 'group' (got 'user_group')"),
+    ("tasks.facets=[group,behaviour]", "tasks.facets: the first facet must be behaviour"),
+    ("tasks.facets=[behaviour,group,group]", "tasks.facets: group listed more than once"),
+    ("tasks.behaviours=[]", "tasks.behaviours: List should have at least 1 item"),
+    ("+tasks.groups=[new]", "tasks.groups: unknown key"),
+])
+def test_a_bad_tasks_config_is_one_line_naming_its_key(override, message):
+    with pytest.raises(ConfigError) as error:
+        compose([override])
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
 
 
 def test_gauc_matches_a_per_user_loop_with_ties_and_single_class_users():

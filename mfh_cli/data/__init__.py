@@ -13,11 +13,11 @@ if TYPE_CHECKING:
 
     from mfh_cli.data.dataset import Dataset
 
-__all__ = ["BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema", "load_dataset"]
+__all__ = ["SPLITS", "Dataset", "Schema", "load_dataset"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("BEHAVIOURS", "GROUPS", "SPLITS", "Schema"):
+    if name in ("SPLITS", "Schema"):
         from mfh_cli.data import schema
 
         return getattr(schema, name)

@@ -1,6 +1,6 @@
 """The one dataset interface every later piece uses: encoded tensors, masked labels, groups, splits, schema.
 
-`BEHAVIOURS`, `GROUPS`, `SPLITS` and `Schema` live in the torch-free `schema.py` and are re-exported here.
+`SPLITS` and `Schema` live in the torch-free `schema.py` and are re-exported here.
 
 Shape letters: N rows, C categorical fields, D dense features, L behaviours (label columns).
 """
@@ -12,9 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS, Schema
+from mfh_cli.data.schema import SPLITS, Schema
 
-__all__ = ["BEHAVIOURS", "GROUPS", "SPLITS", "Dataset", "Schema"]
+__all__ = ["SPLITS", "Dataset", "Schema"]
 
 
 @dataclass

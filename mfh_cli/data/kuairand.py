@@ -26,9 +26,11 @@ from mfh_cli.data.describe import label_sparsity_notes
 from mfh_cli.data.encoding import encode, gather, standardise
 from mfh_cli.data.kuairand_format import (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN, log_folder, log_row_groups,
                                           split_of, split_ranges, user_groups)
-from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS, Schema
+from mfh_cli.data.schema import SPLITS, Schema
 from mfh_cli.data.validate import RULES_VERSION, kuairand_problems, stop_on_errors
 from mfh_cli.errors import DataError
+from mfh_cli.tasks import (BEHAVIOURS, CMPL, COMMENT, FINISH, FOLLOW, LIKE, SHARE, SKIP, USER_GROUPS,
+                            WATCH_BEHAVIOURS)
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
 ENCODING_VERSION = 1
@@ -40,8 +42,7 @@ LOG_COLUMNS = {
     "is_like": "int8", "is_forward": "int8", "is_comment": "int8", "is_follow": "int8",
 }
 # Interactive behaviours and their log column (SPEC §5).
-INTERACTIVE_COLUMNS = {"like": "is_like", "share": "is_forward", "comment": "is_comment", "follow": "is_follow"}
-WATCH_BEHAVIOURS = ("cmpl", "finish", "skip")  # masked where duration_ms is 0
+INTERACTIVE_COLUMNS = {LIKE: "is_like", SHARE: "is_forward", COMMENT: "is_comment", FOLLOW: "is_follow"}
 SKIP_MS = 3000
 
 
@@ -120,7 +121,7 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
     missing_users = int((user_row < 0).sum())
     notes = [f"{missing_users:,} log rows have a user missing from {user_tables[0].name}: group low, user "
              f"features unknown"] if missing_users else []
-    schema = Schema(categorical=vocabulary, dense=dense_columns, behaviours=dict(BEHAVIOURS), groups=list(GROUPS),
+    schema = Schema(categorical=vocabulary, dense=dense_columns, behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS),
                     name="kuairand", notes=notes)
     dataset = Dataset.from_numpy(schema, categorical=categorical, dense=dense, labels=labels, label_mask=label_mask,
                                  group=group, split=split, user=log["user_id"].to_numpy(copy=True))
@@ -135,14 +136,15 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
 
 
 def derive_labels(log: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """Labels [N, L] float32 (0 where masked) and their mask [N, L] bool, in `BEHAVIOURS` order (SPEC §5)."""
+    """Labels [N, L] float32 (0 where masked) and their mask [N, L] bool, in `BEHAVIOURS` order (SPEC §5); the
+    watch-time behaviours are masked where duration_ms is 0."""
     play = log["play_time_ms"].to_numpy(dtype=np.float64)
     duration = log["duration_ms"].to_numpy(dtype=np.float64)
     has_duration = duration > 0
     watch = {
-        "cmpl": np.minimum(play / np.where(has_duration, duration, 1.0), 1.0),
-        "finish": play >= duration,
-        "skip": play < np.minimum(SKIP_MS, duration),
+        CMPL: np.minimum(play / np.where(has_duration, duration, 1.0), 1.0),
+        FINISH: play >= duration,
+        SKIP: play < np.minimum(SKIP_MS, duration),
     }
     interactive = {name: log[column].to_numpy() for name, column in INTERACTIVE_COLUMNS.items()}
     values = watch | interactive

@@ -14,8 +14,9 @@ import pandas as pd
 from omegaconf import DictConfig
 
 from mfh_cli.data.encoding import gather
-from mfh_cli.data.schema import GROUPS, SPLITS
+from mfh_cli.data.schema import SPLITS
 from mfh_cli.errors import ConfigError
+from mfh_cli.tasks import HIGH_ACTIVITY, LOW_ACTIVITY, NEW_USERS, USER_GROUPS
 
 LOG_PATTERN = "log_standard_*.csv"
 USER_PATTERN = "user_features_*.csv"
@@ -25,7 +26,8 @@ VIDEO_PATTERN = "video_features_basic_*.csv"
 NEW_DEGREES = ("day_new", "2_14_day_new", "30day_retention")
 HIGH_DEGREES = ("full_active", "high_active")
 NEW_REGISTER_DAYS = 30
-ABSENT_USER_GROUP = GROUPS.index("low")  # a log user missing from the user table: nothing says new or high
+# A log user missing from the user table: nothing says new or high.
+ABSENT_USER_GROUP = USER_GROUPS.index(LOW_ACTIVITY)
 
 
 def log_folder(directory: Path, subdir: str) -> Path | None:
@@ -34,16 +36,16 @@ def log_folder(directory: Path, subdir: str) -> Path | None:
 
 
 def user_groups(users: pd.DataFrame) -> np.ndarray:
-    """[U] index into GROUPS per user-table row (columns user_active_degree, register_days): new, then high,
+    """[U] index into USER_GROUPS per user-table row (columns user_active_degree, register_days): new, then high,
     else low (SPEC §5)."""
     degree = users["user_active_degree"]
     new = (degree.isin(NEW_DEGREES) | (users["register_days"] <= NEW_REGISTER_DAYS)).to_numpy()
     high = degree.isin(HIGH_DEGREES).to_numpy()
-    return np.select([new, high], [GROUPS.index("new"), GROUPS.index("high")], ABSENT_USER_GROUP)
+    return np.select([new, high], [USER_GROUPS.index(NEW_USERS), USER_GROUPS.index(HIGH_ACTIVITY)], ABSENT_USER_GROUP)
 
 
 def log_row_groups(user_group: np.ndarray, user_row: np.ndarray) -> np.ndarray:
-    """[N] index into GROUPS per log row, from each user-table row's group [U] and each log row's position in the
+    """[N] index into USER_GROUPS per log row, from each user-table row's group [U] and each log row's position in the
     user table [N] (-1 for a user absent from it: ABSENT_USER_GROUP)."""
     return gather(user_group, user_row, missing=ABSENT_USER_GROUP)
 

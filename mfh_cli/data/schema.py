@@ -1,25 +1,14 @@
-"""What a dataset's tensors mean, without torch: behaviours, user groups, splits and the `Schema` dataclass.
+"""What a dataset's tensors mean, without torch: the splits and the `Schema` dataclass.
 
 Torch-free so that `mfh data validate` and other checks can use the names without loading torch;
-`mfh_cli.data.dataset` re-exports them next to `Dataset`.
+`mfh_cli.data.dataset` re-exports them next to `Dataset`. The behaviours the project knows and the user groups
+are the task grid's (`mfh_cli/tasks.py`); a schema lists the ones its dataset has.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-# Every behaviour the project knows and its kind (SPEC §1, §3): regression trains on squared error, binary on
-# cross-entropy with logits.
-BEHAVIOURS: dict[str, str] = {
-    "cmpl": "regression",
-    "finish": "binary",
-    "skip": "binary",
-    "like": "binary",
-    "share": "binary",
-    "comment": "binary",
-    "follow": "binary",
-}
-GROUPS: tuple[str, ...] = ("new", "low", "high")
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 

@@ -2,8 +2,8 @@
 are known, so a model's sharing structure can be checked against the truth.
 
 Generative process. Sizes: U users, I items, K latent dimension, groups g ∈ {new, low, high}, behaviours
-b ∈ {cmpl, finish, skip, like, share, comment, follow}. Everything below is drawn once from `seed` (the world)
-except the rows, which are drawn block by block.
+b ∈ {cmpl, finish, skip, like, share, comment, follow} (the task grid's: `mfh_cli/tasks.py`). Everything below is
+drawn once from `seed` (the world) except the rows, which are drawn block by block.
 
 World.
   Users are split into groups by `group_user_shares`; each has an age (8 values) and a region (20 values).
@@ -61,8 +61,10 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, Dataset, Schema
+from mfh_cli.data.dataset import Dataset, Schema
 from mfh_cli.errors import ConfigError
+from mfh_cli.tasks import (BEHAVIOURS, CMPL, COMMENT, FINISH, FOLLOW, LIKE, SHARE, SKIP, USER_GROUPS,
+                            WATCH_BEHAVIOURS)
 
 CONFIG_FILE = "conf/data/synthetic.yaml"
 BLOCK_ROWS = 1 << 16  # fixed: results must not depend on how rows are chunked
@@ -71,15 +73,14 @@ QUADRATURE_NODES = 20
 FEW_TEST_POSITIVES = 30  # below this many positives in a (group, behaviour) test cell, AUC is noisy: say so
 
 BEHAVIOUR_NAMES = list(BEHAVIOURS)
-WATCH_BEHAVIOURS = ("cmpl", "finish", "skip")  # masked together on missing-label rows
-BEHAVIOUR_SIGN = {"cmpl": 1.0, "finish": 1.0, "skip": -1.0, "like": 1.0, "share": 1.0, "comment": 1.0,
-                  "follow": 1.0}
-COMMON_INTEREST_SHARE = {"cmpl": 0.8, "finish": 0.8, "skip": 0.8, "like": 0.4, "share": 0.4, "comment": 0.4,
-                         "follow": 0.4}
+# Watch-time behaviours (masked together on missing-label rows) share more of the common interest than
+# interactions; a skip is the opposite of interest.
+BEHAVIOUR_SIGN = {name: -1.0 if name == SKIP else 1.0 for name in BEHAVIOURS}
+COMMON_INTEREST_SHARE = {name: 0.8 if name in WATCH_BEHAVIOURS else 0.4 for name in BEHAVIOURS}
 # φ_b: weights of (item_duration, item_popularity, context) in the shared score. Long videos are finished less.
-FEATURE_WEIGHTS = {"cmpl": (-0.5, 0.1, 0.3), "finish": (-0.8, 0.1, 0.3), "skip": (0.3, -0.1, -0.3),
-                   "like": (0.0, 0.3, 0.2), "share": (0.0, 0.3, 0.1), "comment": (0.0, 0.2, 0.1),
-                   "follow": (0.0, 0.1, 0.1)}
+FEATURE_WEIGHTS = {CMPL: (-0.5, 0.1, 0.3), FINISH: (-0.8, 0.1, 0.3), SKIP: (0.3, -0.1, -0.3),
+                   LIKE: (0.0, 0.3, 0.2), SHARE: (0.0, 0.3, 0.1), COMMENT: (0.0, 0.2, 0.1),
+                   FOLLOW: (0.0, 0.1, 0.1)}
 USER_AGES, USER_REGIONS, ITEM_TAGS, ITEMS_PER_AUTHOR = 8, 20, 40, 10
 POPULARITY_EXPONENT = 0.8
 CATEGORICAL_FIELDS = ("user_id", "item_id", "user_group", "user_age", "user_region", "item_tag", "item_author")
@@ -148,10 +149,10 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
     world = build_world(settings)
     rows = settings.total_rows
     behaviours = len(BEHAVIOUR_NAMES)
-    vocabulary = [settings.users + 1, settings.items + 1, len(GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
+    vocabulary = [settings.users + 1, settings.items + 1, len(USER_GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
                   ITEM_TAGS + 1, world.authors + 1]
     schema = Schema(categorical=dict(zip(CATEGORICAL_FIELDS, vocabulary)), dense=list(DENSE_FIELDS),
-                    behaviours=dict(BEHAVIOURS), groups=list(GROUPS), name="synthetic")
+                    behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS), name="synthetic")
     output = Dataset(
         schema=schema,
         categorical=torch.empty(rows, len(CATEGORICAL_FIELDS), dtype=torch.int64),
@@ -209,7 +210,7 @@ def read_settings(data_cfg: DictConfig) -> Settings:
             raise ConfigError(f"{CONFIG_FILE}: data.{key} must sum to {total:g} (got {sum(values):.6g})")
         return tuple(float(item) for item in values)
 
-    groups = list(GROUPS)
+    groups = list(USER_GROUPS)
     settings = Settings(
         seed=int(number("seed", 0, integer=True)), rows=int(number("rows", 1, integer=True)),
         users=int(number("users", len(groups), integer=True)), items=int(number("items", 1, integer=True)),
@@ -240,7 +241,7 @@ def read_settings(data_cfg: DictConfig) -> Settings:
 def build_world(settings: Settings) -> World:
     """Draw users, items, latent factors and the term matrices from the seed, then calibrate the biases."""
     generator = _generator(settings.seed, 0)
-    behaviours, groups, latent = len(BEHAVIOUR_NAMES), len(GROUPS), settings.latent_dim
+    behaviours, groups, latent = len(BEHAVIOUR_NAMES), len(USER_GROUPS), settings.latent_dim
 
     def normal(*shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=generator)
@@ -283,7 +284,7 @@ def build_world(settings: Settings) -> World:
     user_projection = torch.cat([torch.einsum("uk,bkj->ubj", factor, term_matrix[:, group])
                                  for group, factor in enumerate(user_factor.split(group_users.tolist()))])
 
-    cmpl_index = BEHAVIOUR_NAMES.index("cmpl")
+    cmpl_index = BEHAVIOUR_NAMES.index(CMPL)
     noise_scale = torch.full((behaviours,), settings.noise)
     noise_scale[cmpl_index] = math.hypot(settings.noise, settings.cmpl_noise)
     world = World(
@@ -321,7 +322,7 @@ def _draw_rows(world: World, generator: torch.Generator) -> _Rows:
     behaviours = len(BEHAVIOUR_NAMES)
     uniform = torch.rand(BLOCK_ROWS, 4 + behaviours, generator=generator)
     gaussian = torch.randn(BLOCK_ROWS, 3, generator=generator)
-    group = torch.searchsorted(world.group_cdf, uniform[:, 0].contiguous(), right=True).clamp_(max=len(GROUPS) - 1)
+    group = torch.searchsorted(world.group_cdf, uniform[:, 0].contiguous(), right=True).clamp_(max=len(USER_GROUPS) - 1)
     users = world.group_users[group]
     user = world.group_first_user[group] + torch.minimum((uniform[:, 1] * users).long(), users - 1)
     item = torch.searchsorted(world.item_cdf, uniform[:, 2].contiguous(), right=True).clamp_(
@@ -394,10 +395,10 @@ def _calibrated_bias(world: World, settings: Settings) -> torch.Tensor:
 def _sparse_test_notes(dataset: Dataset) -> list[str]:
     """A note naming the (behaviour, group) test cells with too few positives for a stable AUC."""
     test = dataset.split == 2
-    positives = torch.zeros(len(GROUPS), len(BEHAVIOUR_NAMES)).index_add_(
+    positives = torch.zeros(len(USER_GROUPS), len(BEHAVIOUR_NAMES)).index_add_(
         0, dataset.group[test], dataset.labels[test] * dataset.label_mask[test])
     sparse = [f"{behaviour}/{group} {int(positives[g, b])}" for b, behaviour in enumerate(BEHAVIOUR_NAMES)
-              if BEHAVIOURS[behaviour] == "binary" for g, group in enumerate(GROUPS)
+              if BEHAVIOURS[behaviour] == "binary" for g, group in enumerate(USER_GROUPS)
               if positives[g, b] < FEW_TEST_POSITIVES]
     if not sparse:
         return []

@@ -26,8 +26,9 @@ from omegaconf.errors import OmegaConfBaseException
 from mfh_cli.config import CONF_DIR
 from mfh_cli.data.kuairand_format import (ABSENT_USER_GROUP, LOG_PATTERN, USER_PATTERN, log_folder, log_row_groups,
                                           split_of, split_ranges, user_groups)
-from mfh_cli.data.schema import BEHAVIOURS, GROUPS, SPLITS
+from mfh_cli.data.schema import SPLITS
 from mfh_cli.errors import ConfigError, DataError
+from mfh_cli.tasks import BEHAVIOURS, KINDS, USER_GROUPS
 
 EXAMPLE_ROWS = 3  # row numbers quoted per problem
 # Bump when a rule changes: the loaders put it in their cache key, so no dataset cached under older rules is reused.
@@ -230,7 +231,7 @@ def kuairand_problems(path: Path, data_cfg: DictConfig | None = None) -> list[Pr
             user_row = users.index.get_indexer(frame["user_id"])  # [N] -1 where absent from the user table
             groups.append(log_row_groups(users.to_numpy(), user_row))  # as the loader groups them
             absent = rows_problem(user_row < 0, log.name, "user_id", f"users missing from {user_tables[0].name} "
-                                  f"(grouped {GROUPS[ABSENT_USER_GROUP]})", level="warning")
+                                  f"(grouped {USER_GROUPS[ABSENT_USER_GROUP]})", level="warning")
             problems += [absent] if absent else []
     if not dates:
         return problems
@@ -239,12 +240,12 @@ def kuairand_problems(path: Path, data_cfg: DictConfig | None = None) -> list[Pr
     problems += empty_categories(split_of(np.concatenate(dates), ranges), SPLITS, "split", where, "date",
                                  details=[f"dates {first}-{last}" for first, last in ranges.values()])
     if groups:
-        problems += empty_categories(np.concatenate(groups), GROUPS, "user group", where, "user_active_degree")
+        problems += empty_categories(np.concatenate(groups), USER_GROUPS, "user group", where, "user_active_degree")
     return problems
 
 
 def _kuairand_users(tables: list[Path], dense: Sequence[str]) -> tuple[pd.Series | None, list[Problem]]:
-    """The user group (index into GROUPS) by user id [U] from the user tables; None when they have problems.
+    """The user group (index into USER_GROUPS) by user id [U] from the user tables; None when they have problems.
     The `dense` input columns a table has must hold finite numbers (the loader reports those it lacks)."""
     frames, problems = [], []
     for table in tables:
@@ -267,7 +268,6 @@ def _kuairand_users(tables: list[Path], dense: Sequence[str]) -> tuple[pd.Series
 
 
 # Your own log: the mapping of its columns (conf/data/table.yaml) and its checks.
-KINDS = ("regression", "binary")
 MAPPING_KEYS = ("path", "user", "item", "time", "group", "labels", "categorical", "dense", "split")
 GROUP_KEYS = ("column", "values", "default", "names")
 LABEL_KEYS = ("column", "kind", "range", "allow_missing")

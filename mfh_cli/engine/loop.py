@@ -18,11 +18,12 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from mfh_cli.data import SPLITS, Dataset
 from mfh_cli.engine.distributed import Context
 from mfh_cli.engine.placement import AUTOCAST_DTYPES
-from mfh_cli.errors import ConfigError, RunError
+from mfh_cli.errors import RunError
 from mfh_cli.models import build_model
 from mfh_cli.models.loss import elementwise_loss
 from mfh_cli.models.parts.fused import use_fused_kernels
 from mfh_cli.models.weighting import LossWeighting, build_weighting
+from mfh_cli.tasks import task_name
 
 
 @dataclass
@@ -149,7 +150,7 @@ class Trainer:
         if not bad.any():
             return "task unknown: the network produced a non-finite value outside the masked terms"
         row, column = (int(i) for i in bad.nonzero()[0])
-        return f"task {self.behaviours[column]}_{self.groups[int(rows.group[row])]}"
+        return f"task {task_name(self.behaviours[column], self.groups[int(rows.group[row])])}"
 
     def group_sums(self, elementwise: torch.Tensor, batch: Split) -> tuple[torch.Tensor, torch.Tensor]:
         """Per (group, behaviour) sums and counts of a batch's losses over rows whose label exists: [G, T] each."""
@@ -276,16 +277,11 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, device: torch.device | str 
 
     The one place that wires them, for `train()`, the tests and the benchmarks alike."""
     device = torch.device(device)
-    behaviours = list(cfg.tasks.behaviours)
-    missing = [b for b in behaviours if b not in dataset.schema.behaviours]
-    if missing:
-        raise ConfigError(f"tasks.behaviours: {', '.join(missing)} not in dataset '{cfg.data.name}' "
-                          f"(it has {', '.join(dataset.schema.behaviours)})")
     torch.manual_seed(int(cfg.seed))  # model initialisation; data order has its own generator
-    model = build_model(cfg, dataset.schema).to(device)
+    model = build_model(cfg, dataset.schema).to(device)  # checks the task grid against the dataset
     use_fused_kernels(model, str(cfg.trainer.kernels) == "fused")  # resolved by engine/placement.py in train()
-    splits = prepare_splits(dataset, behaviours, device)
-    weighting = build_weighting(cfg, model.groups, behaviours, model.kinds).to(device)
+    splits = prepare_splits(dataset, model.behaviours, device)
+    weighting = build_weighting(cfg, model.groups, model.behaviours, model.kinds).to(device)
     runnable = torch.compile(model) if cfg.trainer.compile else model
     return Trainer(runnable, splits, cfg.trainer, weighting, int(cfg.seed), context, show_progress=show_progress,
                    base_model=model)

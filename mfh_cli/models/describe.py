@@ -17,10 +17,11 @@ from rich.markup import escape
 from rich.tree import Tree as RichTree
 from torch import nn
 
-from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, Schema
+from mfh_cli.data.dataset import Schema
 from mfh_cli.models.parts.experts import Experts
 from mfh_cli.models.parts.gates import Gates
 from mfh_cli.models.zoo import MultiTaskModel, build_model
+from mfh_cli.tasks import BEHAVIOURS, USER_GROUPS
 
 
 def count(module: nn.Module | None) -> int:
@@ -111,7 +112,7 @@ def describe_model(cfg: DictConfig, input_dim: int | None, data_dir: Path | None
 
         schema = load_dataset(cfg, data_dir, cache_dir).schema
     else:
-        schema = Schema(categorical={}, dense=[], behaviours=dict(BEHAVIOURS), groups=list(GROUPS))
+        schema = Schema(categorical={}, dense=[], behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS))
     model = build_model(cfg, schema, input_dim=input_dim)
     values = summary(model)
     return json.dumps(values, indent=2) if fmt == "json" else render_tree(model, values)

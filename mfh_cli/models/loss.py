@@ -12,14 +12,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-KINDS = ("regression", "binary")
+from mfh_cli.tasks import KINDS
 
 
 def elementwise_loss(outputs: torch.Tensor, labels: torch.Tensor, kinds: list[str]) -> torch.Tensor:
     """Per-row, per-behaviour loss [B, Tb]: squared error for `regression`, BCE-with-logits for `binary`."""
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
-        raise ValueError(f"unknown behaviour kind(s) {unknown}: expected regression or binary")
+        raise ValueError(f"unknown behaviour kind(s) {unknown}: expected {' or '.join(KINDS)}")
     regression = torch.tensor([kind == "regression" for kind in kinds], device=outputs.device)
     squared = (outputs - labels).square()
     cross_entropy = F.binary_cross_entropy_with_logits(outputs, labels, reduction="none")

@@ -22,6 +22,7 @@ from torch import nn
 
 from mfh_cli.errors import ConfigError
 from mfh_cli.models.loss import multitask_loss
+from mfh_cli.tasks import task_name
 
 WEIGHTINGS = ("fixed", "uncertainty")
 # Factor of exp(−s)·L per behaviour kind (Kendall et al. 2018, eqs. 7 and 10).
@@ -31,11 +32,11 @@ PRECISION_FACTOR = {"regression": 0.5, "binary": 1.0}
 def task_weights(cfg: DictConfig, groups: list[str], behaviours: list[str]) -> torch.Tensor:
     """[G, Tb] loss weights (SPEC §3): trainer.task_weights maps `<behaviour>_<group>` or `<behaviour>` → weight."""
     configured = dict(cfg.trainer.get("task_weights") or {})
-    known = {f"{b}_{g}" for b in behaviours for g in groups} | set(behaviours)
+    known = {task_name(b, g) for b in behaviours for g in groups} | set(behaviours)
     unknown = sorted(set(configured) - known)
     if unknown:
         raise ConfigError(f"trainer.task_weights: unknown task(s) {', '.join(unknown)}")
-    return torch.tensor([[float(configured.get(f"{b}_{g}", configured.get(b, 1.0))) for b in behaviours]
+    return torch.tensor([[float(configured.get(task_name(b, g), configured.get(b, 1.0))) for b in behaviours]
                          for g in groups])
 
 
@@ -76,7 +77,7 @@ class LossWeighting(nn.Module):
                 entry = {"weight": round(float(weights[g, t]), 6)}
                 if variances is not None:
                     entry["log_variance"] = round(float(variances[g, t]), 6)
-                tasks[f"{behaviour}_{group}"] = entry
+                tasks[task_name(behaviour, group)] = entry
         return {"method": self.name, "tasks": tasks}
 
 

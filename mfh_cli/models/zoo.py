@@ -20,8 +20,8 @@ from mfh_cli.models.parts.embeddings import FeatureEmbedding
 from mfh_cli.models.parts.switchers import SwitcherSpec
 from mfh_cli.models.parts.towers import Towers
 from mfh_cli.models.trees import TaskForest, parse_tree
+from mfh_cli.tasks import BEHAVIOUR, USER_GROUP, run_facets, task_names
 
-FACETS = ("behaviour", "group")  # canonical order: task t = behaviour·G + group, named <behaviour>_<group>
 SHARED_TOWER = "all"  # the towers key of a model without the group facet (one tower per behaviour)
 
 
@@ -39,9 +39,8 @@ class MultiTaskModel(nn.Module):
     @property
     def tasks(self) -> list[str]:
         """Task names `<behaviour>_<group>` (behaviour-major), or the behaviours for a model without groups."""
-        if not self.towers.grouped:
-            return list(self.behaviours)
-        return [f"{behaviour}_{group}" for behaviour in self.behaviours for group in self.groups]
+        grid = {BEHAVIOUR.name: self.behaviours, **({USER_GROUP.name: self.groups} if self.towers.grouped else {})}
+        return task_names(grid)
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters: the embedding table apart from the network (`mfh model describe`, metrics.json)."""
@@ -109,8 +108,22 @@ def _tower_sizes(towers, groups: list[str], grouped: bool) -> dict[str, list[int
     return {group: _sizes(towers.get(group, towers.get(SHARED_TOWER)), f"model.towers.{group}") for group in groups}
 
 
+def _tree_facets(trees: list[str], grid: dict[str, list[str]], tasks_name: str) -> dict[str, list[str]]:
+    """{facet: values} of the task grid `grid` that `trees` split by (grid order); every tree splits by behaviour
+    and only by facets of the grid."""
+    used = {facet for tree in trees for level in parse_tree(tree) for facet in level}
+    unknown = sorted(used - set(grid))
+    if unknown:
+        raise ConfigError(f"model.trees {trees}: {', '.join(unknown)} is not a facet of tasks '{tasks_name}' "
+                          f"(tasks.facets: {', '.join(grid)})")
+    if BEHAVIOUR.name not in used:
+        raise ConfigError(f"model.trees {trees}: every model splits by {BEHAVIOUR.name}")
+    return {facet: values for facet, values in grid.items() if facet in used}
+
+
 def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -> MultiTaskModel:
-    """The model `cfg.model` at sizes `cfg.size` for the task grid `cfg.tasks.behaviours` × `schema.groups`.
+    """The model `cfg.model` at sizes `cfg.size` for the task grid of `cfg.tasks` (`tasks.run_facets`: the
+    behaviours `cfg.tasks.behaviours` × the dataset's `schema.groups`).
 
     With `input_dim`, no embeddings: the model takes a dense input of that width (`forward_features`).
     """
@@ -118,14 +131,11 @@ def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -
     behaviours = list(cfg.tasks.behaviours)
     unknown = [name for name in behaviours if name not in schema.behaviours]
     if unknown:
-        raise ConfigError(f"tasks.behaviours: {', '.join(unknown)} not in the dataset's behaviours "
-                          f"({', '.join(schema.behaviours)})")
+        raise ConfigError(f"tasks.behaviours: {', '.join(unknown)} not in the behaviours of dataset "
+                          f"'{schema.name or cfg.data.name}' ({', '.join(schema.behaviours)})")
     trees = [str(tree) for tree in _plain(model.trees)]
-    used = {facet for tree in trees for level in parse_tree(tree) for facet in level}
-    if not used <= set(FACETS) or "behaviour" not in used:
-        raise ConfigError(f"model.trees {trees}: facets are behaviour and group, and behaviour is required")
-    grouped = "group" in used
-    facet_values = {"behaviour": behaviours, **({"group": list(schema.groups)} if grouped else {})}
+    facet_values = _tree_facets(trees, run_facets(cfg.tasks, schema), str(cfg.tasks.name))
+    grouped = USER_GROUP.name in facet_values
     dense = model.dense
     options = DenseOptions.from_config(dense.activation, str(dense.batch_norm), dense.dropout)
 

@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from mfh_cli.config import compose
-from mfh_cli.data.dataset import GROUPS, SPLITS
+from mfh_cli.data.dataset import SPLITS
 from mfh_cli.data.kuairand import load_kuairand
 from mfh_cli.data.validate import validate
 from mfh_cli.errors import DataError
+from mfh_cli.tasks import USER_GROUPS
 
 LOG_HEADER = ["user_id", "video_id", "date", "hourmin", "time_ms", "is_click", "is_like", "is_follow", "is_comment",
               "is_forward", "is_hate", "long_view", "play_time_ms", "duration_ms", "profile_stay_time",
@@ -89,7 +90,7 @@ def test_interactive_labels_stay_where_duration_is_zero(tiny):
 
 
 def test_groups_follow_activity_degree_and_registration_days(tiny):
-    user_group = {int(user): GROUPS[int(group)] for user, group in zip(tiny.user, tiny.group)}
+    user_group = {int(user): USER_GROUPS[int(group)] for user, group in zip(tiny.user, tiny.group)}
     assert user_group == {user: group for user, (_, _, group) in USERS.items()}
 
 
@@ -220,7 +221,7 @@ def kuairand(kuairand_dir: Path):
 def test_real_slice_group_and_split_counts(kuairand):
     assert torch.bincount(kuairand.group, minlength=3).tolist() == [8_695, 25_430, 194_204]
     assert torch.bincount(kuairand.split, minlength=3).tolist() == [171_671, 27_224, 29_434]
-    assert kuairand.user[kuairand.group == GROUPS.index("new")].unique().numel() == 765
+    assert kuairand.user[kuairand.group == USER_GROUPS.index("new")].unique().numel() == 765
 
 
 def test_real_slice_duration_zero_rows_are_masked(kuairand):

@@ -8,8 +8,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from mfh_cli.data.kuairand_format import log_folder, log_row_groups, split_of, split_ranges, user_groups
-from mfh_cli.data.schema import GROUPS, SPLITS
+from mfh_cli.data.schema import SPLITS
 from mfh_cli.errors import ConfigError
+from mfh_cli.tasks import USER_GROUPS
 
 SPLIT = {"train": [20220425, 20220504], "validation": [20220505, 20220506], "test": [20220507, 20220508]}
 
@@ -30,13 +31,13 @@ def test_user_groups_by_degree_and_registration_days():
         "register_days": [400, 30, 31, 400, 12, np.nan]})
     # 30 days or fewer is new whatever the degree; a missing registration is not new.
     expected = ["new", "new", "low", "high", "new", "low"]
-    assert [GROUPS[index] for index in user_groups(users)] == expected
+    assert [USER_GROUPS[index] for index in user_groups(users)] == expected
 
 
 def test_log_rows_of_users_absent_from_the_table_are_low():
-    user_group = np.array([GROUPS.index("high"), GROUPS.index("new")])
+    user_group = np.array([USER_GROUPS.index("high"), USER_GROUPS.index("new")])
     groups = log_row_groups(user_group, np.array([1, -1, 0, 1]))
-    assert [GROUPS[index] for index in groups] == ["new", "low", "high", "new"]
+    assert [USER_GROUPS[index] for index in groups] == ["new", "low", "high", "new"]
     assert groups.dtype == np.int64
 
 

@@ -10,9 +10,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from mfh_cli.config import compose
-from mfh_cli.data import GROUPS, Dataset
-from mfh_cli.data.synthetic import BLOCK_ROWS, WATCH_BEHAVIOURS, simulate
+from mfh_cli.data import Dataset
+from mfh_cli.data.synthetic import BLOCK_ROWS, simulate
 from mfh_cli.errors import ConfigError
+from mfh_cli.tasks import USER_GROUPS, WATCH_BEHAVIOURS
 
 MARGINAL_ROWS = 200_000
 
@@ -64,7 +65,7 @@ def test_a_row_does_not_depend_on_the_length_or_the_block_it_falls_in():
 def test_shapes_schema_and_value_ranges(dataset):
     dataset.check()
     assert list(dataset.schema.behaviours) == ["cmpl", "finish", "skip", "like", "share", "comment", "follow"]
-    assert dataset.schema.groups == list(GROUPS)
+    assert dataset.schema.groups == list(USER_GROUPS)
     for position, (field, vocabulary) in enumerate(dataset.schema.categorical.items()):
         values = dataset.categorical[:, position]
         assert values.min() >= 1 and values.max() < vocabulary, field
@@ -79,7 +80,7 @@ def test_shapes_schema_and_value_ranges(dataset):
 
 def test_group_shares_and_users_per_group_follow_the_config(dataset, default_config):
     rows = len(dataset)
-    for index, group in enumerate(GROUPS):
+    for index, group in enumerate(USER_GROUPS):
         share = default_config.group_row_shares[group]
         observed = float((dataset.group == index).float().mean())
         assert abs(observed - share) <= binomial_tolerance(share, rows), group
@@ -88,8 +89,8 @@ def test_group_shares_and_users_per_group_follow_the_config(dataset, default_con
     assert pairs.shape[1] == torch.unique(dataset.user).numel()
     # New users have fewer rows each than high-activity users (row share / user share, SPEC §5).
     rows_per_user = [(dataset.group == index).sum() / torch.unique(dataset.user[dataset.group == index]).numel()
-                     for index in range(len(GROUPS))]
-    assert rows_per_user[GROUPS.index("new")] < rows_per_user[GROUPS.index("high")]
+                     for index in range(len(USER_GROUPS))]
+    assert rows_per_user[USER_GROUPS.index("new")] < rows_per_user[USER_GROUPS.index("high")]
 
 
 def test_split_is_by_time_with_the_configured_fractions(dataset, default_config):
@@ -181,7 +182,7 @@ def group_rate_gap(dataset: Dataset, behaviour: str) -> tuple[float, float]:
     index = column(dataset, behaviour)
     rates, counts = [], []
     for group in ("new", "high"):
-        rows = (dataset.group == GROUPS.index(group)) & dataset.label_mask[:, index]
+        rows = (dataset.group == USER_GROUPS.index(group)) & dataset.label_mask[:, index]
         rates.append(float(dataset.labels[rows, index].mean()))
         counts.append(int(rows.sum()))
     pooled = sum(rate * count for rate, count in zip(rates, counts)) / sum(counts)
@@ -216,7 +217,7 @@ def test_bad_knobs_raise_one_config_error_line(override, message):
 
 def test_describe_synthetic_prints_every_group_and_split(run_mfh):
     result = run_mfh("data", "describe", "synthetic", "data.rows=20000", "--format", "csv", check=True)
-    for name in (*GROUPS, "train", "validation", "test"):
+    for name in (*USER_GROUPS, "train", "validation", "test"):
         assert name in result.stdout, name
 
 

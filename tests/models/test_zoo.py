@@ -121,7 +121,8 @@ def test_biasnet_outputs_depend_on_the_group_only_through_the_bias_tower(schema)
 
 
 @pytest.mark.parametrize("override, message", [
-    ("model.trees=[behaviour/region]", "facets are behaviour and group"),
+    ("model.trees=[behaviour/region]", "region is not a facet of tasks 'play' \\(tasks.facets: behaviour, group\\)"),
+    ("model.trees=[group]", "every model splits by behaviour"),
     ("model.trees=[behaviour/group/behaviour]", "exactly once"),
     ("model.levels.0.kind=moe", "model.levels\\[0\\].kind 'moe'"),
     ("model.towers.new=[0]", "model.towers.new"),
@@ -143,3 +144,18 @@ def test_behaviours_missing_from_the_data_are_a_config_error(schema):
 def test_tiny_preset_composes_for_every_model(schema):
     for name in MODELS:
         assert build_model(config(f"model={name}", *TINY), schema)(*batch(schema, 6)).shape == (6, 3)
+
+
+def test_the_groups_of_the_dataset_name_the_tasks(schema):
+    renamed = type(schema)(schema.categorical, schema.dense, schema.behaviours, ["cold", "warm"])
+    model = build_model(config("model=mfh", "+size.towers.all=[4]"), renamed)
+    assert model.tasks == [f"{behaviour}_{group}" for behaviour in ("cmpl", "finish", "skip")
+                           for group in ("cold", "warm")]
+    assert model(*batch(renamed, 6)).shape == (6, 3)
+
+
+def test_a_tasks_config_without_the_group_facet_allows_only_models_that_do_not_split_by_group(schema):
+    behaviours_only = "tasks.facets=[behaviour]"
+    with pytest.raises(ConfigError, match="group is not a facet of tasks 'play' \\(tasks.facets: behaviour\\)"):
+        build_model(config("model=mfh", behaviours_only), schema)
+    assert build_model(config("model=biasnet", behaviours_only), schema).tasks == ["cmpl", "finish", "skip"]

@@ -9,8 +9,9 @@ import torch
 from omegaconf import DictConfig
 
 from mfh_cli.config import CONF_DIR, compose
-from mfh_cli.data.dataset import BEHAVIOURS, GROUPS, Schema
+from mfh_cli.data.dataset import Schema
 from mfh_cli.models.zoo import MultiTaskModel, build_model
+from mfh_cli.tasks import BEHAVIOURS, USER_GROUPS
 
 GOLDEN_FILE = Path(__file__).with_name("models.json")
 ROWS = 16  # rows of the fixed input batch
@@ -26,10 +27,10 @@ def simulator_schema(cfg: DictConfig) -> Schema:
                                         build_world, read_settings)
     settings = read_settings(cfg.data)
     world = build_world(settings)
-    vocabulary = [settings.users + 1, settings.items + 1, len(GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
+    vocabulary = [settings.users + 1, settings.items + 1, len(USER_GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
                   ITEM_TAGS + 1, world.authors + 1]
     return Schema(categorical=dict(zip(CATEGORICAL_FIELDS, vocabulary)), dense=list(DENSE_FIELDS),
-                  behaviours=dict(BEHAVIOURS), groups=list(GROUPS), name="synthetic")
+                  behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS), name="synthetic")
 
 
 def schema_to_json(schema: Schema) -> dict:
