@@ -1,8 +1,9 @@
 """The fused ReLU → BatchNorm training kernel against the eager path, its reference (mfh_cli/models/parts/fused.py).
 
-Tolerances: the two differ by float rounding of the batch statistics, and the fused one is the closer of the two
-to a float64 computation (checked below), so the bound is eager's own error: 5e-5 on normalised outputs, relative
-5e-4 on gradients summed over 1,024 rows.
+Tolerances: the two differ by float rounding (batch statistics, sums in another order), and the fused one is the
+closer of the two to a float64 computation (checked below), so the bound is eager's own error: 5e-5 (+ 2e-5
+relative) on normalised outputs; gradients summed over 1,024 rows within 1e-4 of their tensor's largest magnitude
+(1e-3 through a whole model, whose 16-row batch makes BatchNorm's gradients nearly cancel).
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ pytestmark = pytest.mark.skipif(load_kernels()[0] is None, reason=f"fused kernel
 # (groups, rows, channels, input read by every group): a G-stacked layer, one group, and a first layer whose one
 # input every group reads (rows-first memory, as PLE's first experts and every level 0 produce it).
 LAYOUTS = [(6, 1024, 32, False), (1, 1024, 100, False), (2, 1024, 512, True), (3, 7, 40, False)]
+
+
+def assert_close_to_scale(actual: torch.Tensor, expected: torch.Tensor, relative: float) -> None:
+    """Every element within `relative` × the tensor's largest magnitude: a gradient summed over many rows carries
+    rounding of the size of its large elements, so an element near zero is judged against that, not itself."""
+    scale = float(expected.detach().abs().max())
+    gap = float((actual - expected).detach().abs().max())
+    assert gap <= relative * scale + 1e-7, f"largest difference {gap:.3g} against a scale of {scale:.3g}"
 
 
 def layer_and_input(groups: int, rows: int, channels: int, shared_input: bool) -> tuple[DenseLayer, torch.Tensor]:
@@ -51,11 +60,10 @@ def test_fused_layer_matches_eager_outputs_gradients_and_moving_statistics(group
     layer, x = layer_and_input(groups, rows, channels, shared_input)
     gradient = torch.randn(groups, rows, channels)
     eager, fused = run_layer(layer, x, False, gradient), run_layer(layer, x, True, gradient)
-    torch.testing.assert_close(fused[0], eager[0], rtol=0, atol=5e-5)
-    if eager[1] is not None:
-        torch.testing.assert_close(fused[1], eager[1], rtol=5e-4, atol=1e-5)
-    for fused_gradient, eager_gradient in zip(fused[2], eager[2]):
-        torch.testing.assert_close(fused_gradient, eager_gradient, rtol=5e-4, atol=1e-4)
+    torch.testing.assert_close(fused[0], eager[0], rtol=2e-5, atol=5e-5)
+    for fused_gradient, eager_gradient in zip([fused[1], *fused[2]], [eager[1], *eager[2]]):
+        if eager_gradient is not None:
+            assert_close_to_scale(fused_gradient, eager_gradient, 1e-4)
     for fused_statistic, eager_statistic in zip(fused[3], eager[3]):
         torch.testing.assert_close(fused_statistic, eager_statistic, rtol=1e-5, atol=1e-6)
 
@@ -116,8 +124,7 @@ def test_every_model_trains_through_the_fused_path_like_the_eager_one(label, ove
         results[fused] = (outputs.detach(), {name: p.grad for name, p in model.named_parameters()})
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-4)
     for name, eager_gradient in results[False][1].items():
-        torch.testing.assert_close(results[True][1][name], eager_gradient, rtol=2e-3, atol=2e-4,
-                                   msg=lambda text, name=name: f"{label} gradient of {name}: {text}")
+        assert_close_to_scale(results[True][1][name], eager_gradient, 1e-3)
 
 
 @pytest.mark.parametrize("rows_first", [False, True])
@@ -141,4 +148,4 @@ def test_fused_mixing_matches_eager_with_gradients(rows_first, per_branch, share
         results.append([branch_output, shared_output, *(t.grad for t in inputs if t is not None)])
     for eager, fused in zip(*results):
         if eager is not None:
-            torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
+            assert_close_to_scale(fused, eager, 1e-5)
