@@ -1,7 +1,8 @@
 """Every model's parameter counts and outputs match the golden file (tests/models/golden/models.json).
 
-Counts exactly; outputs within rtol 1e-5 / atol 1e-6, not bit for bit: float32 sums are ordered differently by
-AVX-512 and AVX2 kernels. A refactoring must pass unchanged; regenerate (`python -m
+Counts exactly; outputs within rtol 1e-5 / atol 5e-6, not bit for bit: float32 sums are ordered differently by
+AVX-512 and AVX2 kernels and by the thread count (mfh@paper's train mode missed atol 1e-6 by 1.9e-6 on an AVX2
+EPYC when the suite ran two workers). A refactoring must pass unchanged; regenerate (`python -m
 tests.models.golden.regenerate`) only for an intended numerics change.
 """
 
@@ -32,5 +33,5 @@ def test_model_matches_golden(label, overrides):
     actual = record(overrides, schema_from_json(GOLDEN["schema"]))
     assert actual["parameters"] == expected["parameters"]
     for mode in ("eval", "train"):
-        torch.testing.assert_close(torch.tensor(actual[mode]), torch.tensor(expected[mode]), rtol=1e-5, atol=1e-6,
+        torch.testing.assert_close(torch.tensor(actual[mode]), torch.tensor(expected[mode]), rtol=1e-5, atol=5e-6,
                                    msg=lambda text, mode=mode: f"{label} {mode}-mode outputs: {text}")
