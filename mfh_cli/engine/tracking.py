@@ -66,19 +66,25 @@ def run_name(cfg: DictConfig, metrics: dict) -> str:
     return str(cfg.tracking.run_name or f"{metrics['model']}-seed{metrics['seed']}-{metrics['tasks']}")
 
 
-def parameters(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as flat `section.key` → text (lists and null as JSON), `tracking` left out."""
+def parameters(cfg: DictConfig) -> dict[str, str | int | float | bool]:
+    """The resolved config as flat `section.key` → value (lists, null and empty sections as JSON text),
+    `tracking` left out."""
     container = to_container(cfg)
     container.pop("tracking", None)
     return dict(_flatten(container, ""))
 
 
-def _flatten(node: object, prefix: str) -> Iterator[tuple[str, str]]:
+def _flatten(node: object, prefix: str) -> Iterator[tuple[str, str | int | float | bool]]:
     if isinstance(node, dict) and node:
         for key, value in node.items():
             yield from _flatten(value, f"{prefix}{key}.")
     else:
-        yield prefix.rstrip("."), node if isinstance(node, str) else json.dumps(node)
+        yield prefix.rstrip("."), node if isinstance(node, str | int | float | bool) else json.dumps(node)
+
+
+def as_text(value: str | int | float | bool) -> str:
+    """A parameter as MLflow keeps it: text, numbers and booleans written as JSON writes them."""
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def curves(metrics: dict, history: list[dict]) -> Iterator[tuple[str, float, int]]:
@@ -104,15 +110,16 @@ def final_values(metrics: dict) -> dict[str, float]:
 def mlflow_client(cfg: DictConfig, results_dir: Path):
     """An MlflowClient on `tracking.uri`, else MLFLOW_TRACKING_URI, else the local store under `results_dir`."""
     mlflow = require("mlflow", "tracking=mlflow", "tracking")
-    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri(results_dir)
+    uri = cfg.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        (results_dir / MLFLOW_DIR).mkdir(parents=True, exist_ok=True)
+        uri = local_store_uri(results_dir)
     return mlflow.MlflowClient(tracking_uri=uri)
 
 
 def local_store_uri(results_dir: Path) -> str:
     """The default store: SQLite at <results>/mlflow/mlflow.db (MLflow's own default backend since 3.7)."""
-    store = results_dir.resolve() / MLFLOW_DIR
-    store.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{store / 'mlflow.db'}"
+    return f"sqlite:///{results_dir.resolve() / MLFLOW_DIR / 'mlflow.db'}"
 
 
 def experiment_id(client, cfg: DictConfig, results_dir: Path) -> str:
@@ -153,7 +160,7 @@ def record_mlflow(cfg: DictConfig, run_dir: Path, metrics: dict, history: list[d
         points = [Metric(name, value, now, step) for name, value, step in curves(metrics, history)]
         points += [Metric(name, value, now, 0) for name, value in final_values(metrics).items()]
         client.log_batch(run_id, metrics=points,
-                         params=[Param(key, value) for key, value in parameters(cfg).items()],
+                         params=[Param(key, as_text(value)) for key, value in parameters(cfg).items()],
                          tags=[RunTag(key, value) for key, value in tags.items()])
         client.log_artifacts(run_id, str(run_dir))
     except BaseException:
