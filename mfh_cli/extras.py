@@ -22,5 +22,5 @@ def require(module: str, needed_by: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as error:
-        raise MissingExtra(f"{needed_by} needs the optional package '{module.split('.')[0]}', which does not "
-                           f"import ({error}): pip install 'mfh-cli[{extra}]'") from None
+        raise MissingExtra(f"{needed_by} needs the optional module '{module}', which does not import ({error}): "
+                           f"pip install 'mfh-cli[{extra}]'") from None
