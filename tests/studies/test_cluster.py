@@ -99,3 +99,19 @@ def test_submitit_local_launcher_gives_the_in_process_results(tmp_path: Path, in
                        results_dir=tmp_path, quiet=True)
     pd.testing.assert_frame_equal(pd.read_csv(launched.directory / "runs.csv"), in_process)
     assert list((tmp_path / "hydra" / STUDY / ".submitit").glob("*/*_result.pkl")), "submitit ran the jobs"
+
+
+def test_the_documented_slurm_command_has_the_launchers_keys():
+    """Without a SLURM cluster: the README's submitit_slurm overrides compose into the launcher's own config."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    line, = (line for line in readme.splitlines() if line.startswith("mfh ablate") and "submitit_slurm" in line)
+    launcher = [item for item in line.split() if item.startswith(("hydra/", "hydra."))]
+    shown = subprocess.run([sys.executable, "-m", "mfh_cli.studies.launch", *launcher,
+                            "study=multifaceted", "index=0", "--cfg", "hydra", "--package", "hydra.launcher"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    for item in launcher[1:]:
+        key, value = item.removeprefix("hydra.launcher.").split("=", 1)
+        assert re.search(rf"^\s*{key}: {value}$", shown.stdout, re.MULTILINE), (key, shown.stdout)
+    assert "SlurmLauncher" in shown.stdout
