@@ -32,6 +32,7 @@ from mfh_cli.extras import require
 MLFLOW_DIR = "mlflow"  # <results>/mlflow/: the local store (mlflow.db) and its artifacts
 TENSORBOARD_DIR = "tensorboard"  # <results>/tensorboard/<experiment>/<run_name>-<run_id>/
 TRAIN_EXPERIMENT = "train"  # the experiment of `mfh train` runs
+SQLITE = "sqlite:///"  # an SQLite store's URI: this prefix, then the database file's path
 
 
 def prepare(cfg: DictConfig, results_dir: Path) -> None:
@@ -119,12 +120,20 @@ def mlflow_client(cfg: DictConfig, results_dir: Path):
 
 def local_store_uri(results_dir: Path) -> str:
     """The default store: SQLite at <results>/mlflow/mlflow.db (MLflow's own default backend since 3.7)."""
-    return f"sqlite:///{results_dir.resolve() / MLFLOW_DIR / 'mlflow.db'}"
+    return f"{SQLITE}{results_dir.resolve() / MLFLOW_DIR / 'mlflow.db'}"
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a local SQLite store (`<its folder>/artifacts`), not in
+    MLflow's default ./mlruns of whatever directory the command ran in; a server's or a file store's own place
+    otherwise (None)."""
+    if not uri.startswith(SQLITE):
+        return None
+    return (Path(uri.removeprefix(SQLITE)).resolve().parent / "artifacts").as_uri()
 
 
 def experiment_id(client, cfg: DictConfig, results_dir: Path) -> str:
-    """The id of the run's experiment, created when missing (its artifacts beside a local store); an
-    unreachable store is one MfhError line."""
+    """The id of the run's experiment, created when missing; an unreachable store is one MfhError line."""
     from mlflow.exceptions import MlflowException
 
     name = experiment_name(cfg)
@@ -132,10 +141,8 @@ def experiment_id(client, cfg: DictConfig, results_dir: Path) -> str:
         existing = client.get_experiment_by_name(name)
         if existing is not None:
             return existing.experiment_id
-        local = client.tracking_uri == local_store_uri(results_dir)
-        artifacts = (results_dir.resolve() / MLFLOW_DIR / "artifacts").as_uri() if local else None
         try:
-            return client.create_experiment(name, artifact_location=artifacts)
+            return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
         except MlflowException:  # another process created it meanwhile
             found = client.get_experiment_by_name(name)
             if found is None:

@@ -109,7 +109,7 @@ def test_a_study_is_one_mlflow_experiment_at_the_tracking_uri(tracked_run: Track
     monkeypatch.setenv("MLFLOW_TRACKING_URI", tracked_run.store)  # as a server's address: not the local default
     outcome, = ablate(["hierarchical"], seeds=1, overrides=[*TINY, "trainer.max_epochs=1", "tracking=mlflow"],
                       results_dir=tmp_path, quiet=True)
-    assert not (tmp_path / "mlflow").exists()
+    assert not (tmp_path / "mlflow").exists() and not (Path.cwd() / "mlruns").exists()
     client = mlflow.MlflowClient(tracked_run.store)
     runs = client.search_runs([client.get_experiment_by_name("hierarchical").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["flat-seed0-play", "hmtl-seed0-play"]
@@ -120,6 +120,9 @@ def test_a_study_is_one_mlflow_experiment_at_the_tracking_uri(tracked_run: Track
         logged = [run.data.metrics[f"{row.split}/{row.group}/{row.task}/{row.metric}"] for row in rows.itertuples()]
         assert len(logged) == len(rows) > 0
         assert logged == pytest.approx(list(rows.value), rel=1e-9)
+        artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
+        assert artifacts.is_relative_to(tracked_run.results / "mlflow" / "artifacts"), "beside the SQLite store"
+        assert (artifacts / "model.pt").is_file()
 
 
 @pytest.mark.slow
