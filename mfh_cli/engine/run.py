@@ -25,10 +25,10 @@ from omegaconf import DictConfig, OmegaConf
 import mfh_cli
 from mfh_cli.config import config_hash, resolved_threads, to_container
 from mfh_cli.data import Dataset, load_dataset
+from mfh_cli.engine import tracking
 from mfh_cli.engine.distributed import init_from_environment, shutdown
 from mfh_cli.engine.loop import Split, Trainer, build_trainer
 from mfh_cli.engine.metrics import group_metrics
-from mfh_cli.engine import tracking
 from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.errors import RunError
 from mfh_cli.models import MultiTaskModel

@@ -60,10 +60,13 @@ def record(cfg: DictConfig, run_dir: Path, metrics: dict, history: list[dict], r
 
 
 def experiment_name(cfg: DictConfig) -> str:
+    """The run's experiment: `tracking.experiment` (a study's name, set by its planner), else `train`."""
     return str(cfg.tracking.experiment or TRAIN_EXPERIMENT)
 
 
 def run_name(cfg: DictConfig, metrics: dict) -> str:
+    """The run's name in the tracker: `tracking.run_name` (a study's `<variant>-seed<seed>-<grid>`), else
+    `<model>-seed<seed>-<tasks>`."""
     return str(cfg.tracking.run_name or f"{metrics['model']}-seed{metrics['seed']}-{metrics['tasks']}")
 
 
@@ -76,6 +79,7 @@ def parameters(cfg: DictConfig) -> dict[str, str | int | float | bool]:
 
 
 def _flatten(node: object, prefix: str) -> Iterator[tuple[str, str | int | float | bool]]:
+    """(dotted key, value) of every leaf under `node`; a leaf that is no scalar becomes JSON text."""
     if isinstance(node, dict) and node:
         for key, value in node.items():
             yield from _flatten(value, f"{prefix}{key}.")
