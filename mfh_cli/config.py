@@ -20,10 +20,11 @@ from mfh_cli import CONF_DIR, available_cores
 from mfh_cli.config_schema import check_config
 from mfh_cli.errors import ConfigError, Interrupted
 
-# Keys that change how a run is executed but not what it computes: left out of the run id. trainer.threads is
-# not one of them: the thread count changes float reduction order, so the run id holds the count actually used
-# (and trainer.device / trainer.precision the ones actually used: engine/placement.py resolves them first).
-EXECUTION_ONLY_KEYS = ("trainer.progress", "trainer.allow_emulated_bf16")
+# Keys that change how a run is executed but not what it computes: left out of the run id (`tracking` says where
+# a run is logged besides its run directory). trainer.threads is not one of them: the thread count changes float
+# reduction order, so the run id holds the count actually used (and trainer.device / trainer.precision the ones
+# actually used: engine/placement.py resolves them first).
+EXECUTION_ONLY_KEYS = ("trainer.progress", "trainer.allow_emulated_bf16", "tracking")
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -35,7 +36,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
         if is_hydra_override(item):
             raise ConfigError(f"override '{item}' is not accepted: the only Hydra overrides are "
                               "hydra/launcher=<name> and hydra.launcher.<key>=<value>, on mfh ablate and "
-                              "mfh reproduce")
+                              "mfh reproduce (+hydra.launcher.<key>=<value> adds a key)")
     # Inside a running Hydra app (a launcher job) Hydra is initialised already: set it aside, then restore it.
     outer = get_gh_backup()
     GlobalHydra.instance().clear()

@@ -7,10 +7,10 @@ any run is trained. Model structure (which switcher kinds combine how) is checke
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Union
 
 from omegaconf import DictConfig, OmegaConf
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from mfh_cli.errors import ConfigError
 from mfh_cli.tasks import BEHAVIOUR, FACETS
@@ -102,14 +102,43 @@ class SizeSchema(_Strict):
     bias_tower: Widths
 
 
+class _TrackingBase(_Strict):
+    """conf/tracking/*.yaml: the keys every backend has (engine/tracking.py)."""
+
+    experiment: str | None  # null: the study's name, `train` for mfh train
+    run_name: str | None  # null: <model>-seed<seed>-<tasks>
+
+
+class NoTracking(_TrackingBase):
+    name: Literal["none"]
+
+
+class MlflowTracking(_TrackingBase):
+    name: Literal["mlflow"]
+    uri: str | None  # null: MLFLOW_TRACKING_URI, else <results>/mlflow/mlflow.db
+
+
+class TensorboardTracking(_TrackingBase):
+    name: Literal["tensorboard"]
+    log_dir: str | None  # null: <results>/tensorboard
+
+
+TrackingSchema = Annotated[Union[NoTracking, MlflowTracking, TensorboardTracking], Field(discriminator="name")]
+# A tagged union's error location starts with the tag (the backend's name), which is no key of the config.
+TAGGED_SECTIONS = ("tracking",)
+SECTION_SCHEMAS = {"tasks": TypeAdapter(TasksSchema), "trainer": TypeAdapter(TrainerSchema),
+                   "size": TypeAdapter(SizeSchema), "tracking": TypeAdapter(TrackingSchema)}
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Raise one ConfigError line for the first tasks, trainer, size or data value that breaks its rule."""
-    for section, schema in (("tasks", TasksSchema), ("trainer", TrainerSchema), ("size", SizeSchema)):
+    """Raise one ConfigError line for the first tasks, trainer, size, tracking or data value that breaks its rule."""
+    for section, schema in SECTION_SCHEMAS.items():
         try:
-            schema.model_validate(OmegaConf.to_container(cfg[section], resolve=True))
+            schema.validate_python(OmegaConf.to_container(cfg[section], resolve=True))
         except ValidationError as error:
             first = error.errors()[0]
-            key = ".".join([section, *(str(part) for part in first["loc"])])
+            location = first["loc"][1:] if section in TAGGED_SECTIONS else first["loc"]
+            key = ".".join([section, *(str(part) for part in location)])
             rule = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be").replace(
                 "Extra inputs are not permitted", "unknown key")
             raise ConfigError(f"{key}: {rule} (got {first['input']!r})") from None

@@ -89,14 +89,19 @@ def test_a_signal_during_composition_is_an_interrupt_not_a_bad_override():
     def handler(signum: int, frame: object) -> None:
         raise Interrupted(signum)
 
+    # The first compose imports Hydra's plugins once per process; hydra-ray-launcher's registers an OmegaConf
+    # resolver as it is imported and cannot be imported a second time, so a signal inside that import would leave
+    # this process unable to compose at all (the CLI stops on that interrupt anyway). Signals below land in the
+    # per-compose work.
+    compose(["model=hmtl", "seed=3"])
     previous = signal.signal(signal.SIGINT, handler)
     outcomes: list[str] = []
     generator = random.Random(0)
     try:
         for _ in range(150):
             timer = threading.Timer(generator.uniform(0, 0.03), os.kill, (os.getpid(), signal.SIGINT))
-            timer.start()
             try:
+                timer.start()  # inside the try: a near-zero delay can deliver the signal before start() returns
                 while True:
                     compose(["model=hmtl", "seed=3"])
             except Interrupted:

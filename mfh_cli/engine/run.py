@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 import mfh_cli
 from mfh_cli.config import config_hash, resolved_threads, to_container
 from mfh_cli.data import Dataset, load_dataset
+from mfh_cli.engine import tracking
 from mfh_cli.engine.distributed import init_from_environment, shutdown
 from mfh_cli.engine.loop import Split, Trainer, build_trainer
 from mfh_cli.engine.metrics import group_metrics
@@ -109,7 +110,9 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
           force: bool = False, quiet: bool = False) -> RunResult:
     """Train `cfg.model` on `cfg.data` with `cfg.seed`; reuse a finished identical run unless `force`.
 
-    The device and precision are resolved first (engine/placement.py), so the run id names what is used."""
+    The device and precision are resolved first (engine/placement.py), so the run id names what is used. A trained
+    run is logged to `cfg.tracking` once its directory is in place (engine/tracking.py); a reused one is not
+    logged again."""
     cfg, placement = resolve_placement(cfg)
     run_id = config_hash(cfg)
     final = results_dir / "runs" / run_id
@@ -122,6 +125,7 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
             if finished is not None:
                 return RunResult(final, finished, reused=True)
     ensure_writable(results_dir)
+    tracking.prepare(cfg, results_dir)  # a missing extra or an unreachable tracker stops before training
     device = torch.device(placement.device)
     context = init_from_environment(device)
     threads = resolved_threads(cfg.trainer.threads)
@@ -149,6 +153,7 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
     }
     if context.is_main:
         write_run_directory(final, cfg, metrics, fit.history, model)
+        tracking.record(cfg, final, metrics, fit.history, results_dir)
     shutdown(context)
     return RunResult(final, metrics)
 

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from mfh_cli.config import compose
+from mfh_cli.engine import tracking
 from mfh_cli.engine.run import ensure_writable, is_finished, train
 from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
 from mfh_cli.files import write_text_atomically
@@ -53,6 +54,10 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     ensure_writable(results_dir)  # after planning (a bad config writes nothing), before any training
     pending = [run for run in unique.values() if force or not run_finished(results_dir, run.run_id)]
+    for study in studies:  # the tracker's extra and store, checked (and each study's experiment made) up front
+        first = next((run for run in pending if run.study == study.name), None)
+        if first is not None:
+            tracking.prepare(first.config(), results_dir)
     failures: list[tuple[PlannedRun, str]] = []
     try:
         if launcher:  # Hydra's launcher plugins dispatch the runs (see studies/launch.py)

@@ -1,4 +1,4 @@
-"""Scale-out through Hydra's launcher plugins (joblib, submitit_slurm, ray), not a launcher of our own.
+"""Scale-out through Hydra's launcher plugins (joblib, submitit, ray), not a launcher of our own.
 
 `mfh ablate --study S hydra/launcher=joblib [hydra.launcher.n_jobs=4]` starts this Hydra app in multirun mode
 with one job per pending run (`index=i,j,...`); each job re-plans the study (deterministic) and trains its run
@@ -20,7 +20,18 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig
 
 from mfh_cli.errors import MfhError
+from mfh_cli.extras import require
 from mfh_cli.studies.plan import PlannedRun
+
+
+# The modules each of Hydra's launchers needs (the `cluster` extra; joblib's is also in `test`).
+LAUNCHER_MODULES = {
+    "joblib": ("hydra_plugins.hydra_joblib_launcher",),
+    "submitit_local": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "submitit_slurm": ("hydra_plugins.hydra_submitit_launcher", "submitit"),
+    "ray": ("hydra_plugins.hydra_ray_launcher", "ray"),
+}
+RAY_ADDRESS, RAY_OBJECT_STORE = "hydra.launcher.ray.init.address", "hydra.launcher.ray.init.object_store_memory"
 
 
 @dataclass
@@ -54,13 +65,34 @@ def job(cfg: DictConfig) -> None:
 
 
 def is_launcher_override(item: str) -> bool:
-    """The documented overrides for Hydra's launcher: hydra/launcher=<name>, hydra.launcher.<key>=<value>.
+    """The documented overrides for Hydra's launcher: hydra/launcher=<name>, hydra.launcher.<key>=<value>, and
+    +hydra.launcher.<key>=<value>, which adds a key to an open part of the launcher's config (Ray's `init` and
+    `remote` options, e.g. `+hydra.launcher.ray.remote.num_cpus=1`).
 
-    Any other Hydra override (callbacks, `+hydra...`, the launcher's `_target_`) goes on to compose, which
+    Any other Hydra override (callbacks, other `+hydra...`, the launcher's `_target_`) goes on to compose, which
     refuses it.
     """
-    documented = item.startswith(("hydra/launcher=", "hydra.launcher."))
-    return documented and not item.startswith("hydra.launcher._target_")
+    key = item.removeprefix("+")
+    if key.startswith("hydra.launcher._target_"):
+        return False
+    return item.startswith("hydra/launcher=") or key.startswith("hydra.launcher.")
+
+
+def launcher_overrides(launcher: Sequence[str]) -> list[str]:
+    """The launcher overrides as Hydra is given them, after checking that the named launcher's plugin (the
+    `cluster` extra) imports: a missing one is one line naming the install.
+
+    hydra-ray-launcher 1.2.2 always passes `object_store_memory` to `ray.init`, which Ray refuses when it connects
+    to a running cluster (`hydra.launcher.ray.init.address=HOST:PORT`); it is set to null there unless given."""
+    chosen = [item.split("=", 1)[1] for item in launcher if item.startswith("hydra/launcher=")]
+    for name in chosen:
+        for module in LAUNCHER_MODULES.get(name, ()):
+            require(module, f"hydra/launcher={name}", "cluster")
+    overrides = list(launcher)
+    keys = {item.lstrip("+").split("=", 1)[0] for item in launcher}
+    if "ray" in chosen and RAY_ADDRESS in keys and RAY_OBJECT_STORE not in keys:
+        overrides.append(f"+{RAY_OBJECT_STORE}=null")
+    return overrides
 
 
 def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds: int, overrides: Sequence[str],
@@ -70,8 +102,8 @@ def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds:
         return
     indices = ",".join(str(runs.index(run)) for run in pending)
     quoted = ",".join('"' + item.replace('"', '\\"') + '"' for item in overrides)
-    command = [sys.executable, "-m", "mfh_cli.studies.launch", "--multirun", *launcher, f"study={study}",
-               f"seeds={seeds}", f"overrides=[{quoted}]", f"index={indices}",
+    command = [sys.executable, "-m", "mfh_cli.studies.launch", "--multirun", *launcher_overrides(launcher),
+               f"study={study}", f"seeds={seeds}", f"overrides=[{quoted}]", f"index={indices}",
                f"results_dir={results_dir.resolve()}", f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
     if data_dir is not None:
         command.append(f"data_dir={Path(data_dir).resolve()}")
