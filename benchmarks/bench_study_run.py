@@ -12,6 +12,7 @@ Sections (all by default; `--sections` picks some):
   (warm), and the second of two runs in one process (a study worker that already compiled the model).
 - study: `mfh ablate --study <study> --seeds <n>` in fp32 and in bf16: every metric cell side by side (mean over
   seeds) and the wall time of each; where bf16 is not native, not run.
+- kernels: trainer.kernels=fused (the default: models/parts/fused.py) against eager, alternating.
 
 Run: python -m benchmarks.bench_study_run [--baseline DIR] [--repeats 3] [--sections ...] [--study multifaceted]
 [--seeds 2] [--quick]
@@ -36,7 +37,7 @@ from benchmarks.common import no_native_bf16, record
 REPOSITORY = Path(__file__).resolve().parents[1]
 STUDY_RUN = ["model=mfh", "trainer.threads=1"]
 QUICK_RUN = ["data.rows=6000", "trainer.max_epochs=1"]
-SECTIONS = ("speedup", "bf16", "compile", "study")
+SECTIONS = ("speedup", "bf16", "compile", "study", "kernels")
 
 
 def train_in_subprocess(overrides: list[str], source: Path | None = None, environment: dict | None = None) -> dict:
@@ -120,6 +121,20 @@ def bf16_lines(base: list[str], repeats: int) -> list[str]:
             f"| fp32 | {summary(runs['fp32'])} |", f"| bf16 | {summary(runs['bf16'])} |", "",
             f"- largest metric difference bf16 − fp32 (seed 0): {largest_difference(runs['fp32'][0], runs['bf16'][0]):.3g}",
             ""]
+
+
+def kernels_lines(base: list[str], repeats: int) -> list[str]:
+    runs = alternate({"eager": ([*base, "trainer.kernels=eager"], None, None),
+                      "fused": ([*base, "trainer.kernels=fused"], None, None)}, repeats)
+    used = {run["metrics"]["hardware"]["kernels"] for run in runs["fused"]}
+    before, after = (statistics.median(run["wall"] for run in runs[name]) for name in ("eager", "fused"))
+    return [f"### Fused kernels on the study-sized run (`{' '.join(base)}`), trainer.kernels=fused against eager",
+            "", *HEADER, f"| eager | {summary(runs['eager'])} |", f"| fused ({', '.join(sorted(used))}) | "
+            f"{summary(runs['fused'])} |", "",
+            f"- process wall time: {before:.1f} s → {after:.1f} s ({before / after:.2f}× faster), median of "
+            f"{repeats}, alternating",
+            f"- largest metric difference fused − eager (seed 0; float rounding, then training follows its own "
+            f"path, as another seed would): {largest_difference(runs['eager'][0], runs['fused'][0]):.3g}", ""]
 
 
 def second_run_in_process(overrides: list[str], cache: str) -> float:
@@ -216,6 +231,8 @@ def main() -> None:
     if "study" in sections:
         lines += study_lines(arguments.study, 1 if arguments.quick else arguments.seeds,
                              QUICK_RUN if arguments.quick else [])
+    if "kernels" in sections:
+        lines += kernels_lines(base, repeats)
     record("Study-sized run: speed, bf16, torch.compile (benchmarks/bench_study_run.py)", lines, arguments.quick)
 
 
