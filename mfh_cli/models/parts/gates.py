@@ -45,6 +45,10 @@ class Gates(nn.Module):
 # From this many expert values per row (E·H) on, B small matmuls beat a broadcast multiply + sum on a CPU
 # (measured on 2 cores: 2-4× faster at MFH's level 1, 1.5× slower at compact level 2 with E·H = 128).
 MATMUL_MIN_VALUES = 256
+# Up to this many expert values per row the fused C++ mixing (trainer.kernels=fused) beats both (Xeon, 1-2 threads:
+# mfh compact, E·H 128-512, step 1.21× → 1.35× faster than eager with it); above, at the paper sizes, batched
+# matmul wins (mfh paper step 254 ms with the fused mixing, 233 ms without, 244 ms all eager, 2 threads).
+FUSED_MIX_MAX_VALUES = 512
 
 
 def _row_matmul(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -61,7 +65,8 @@ def mix_experts(experts: torch.Tensor, branch_weights: torch.Tensor, per_branch:
     """Branch k's output = Σ weights over its own experts, then the shared ones; with the shared gate's weights
     [S,B,1,E], also the shared output = Σ over all experts: [S,B,E,H], [S,B,K,C] → [S,B,K,H], [S,B,H] or None.
     `fused_kernel`: all of it in one C++ loop over the rows (models/parts/fused.py) where it runs."""
-    if fused_kernel and fused.supports(experts) and branch_weights.dtype == experts.dtype:
+    fusable = experts.shape[2] * experts.shape[3] <= FUSED_MIX_MAX_VALUES and branch_weights.dtype == experts.dtype
+    if fused_kernel and fusable and fused.supports(experts):
         rows = _weights_over_all_experts(branch_weights, per_branch)  # [S,B,K,E]
         if shared_weights is None:
             return fused.MixExperts.apply(rows, experts), None
