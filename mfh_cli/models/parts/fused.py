@@ -59,6 +59,8 @@ def load_kernels() -> tuple[ModuleType | None, str | None]:
     if (folder / FAILED).exists():
         return None, f"its build failed before ({folder / FAILED}; delete that folder to try again)"
     folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / f"{name}.so").exists():
+        print("building the fused training kernels (once per machine, about a minute)", file=sys.stderr, flush=True)
     try:
         module = load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"],
                       build_directory=str(folder), verbose=False)
