@@ -78,6 +78,8 @@ def test_a_missing_extra_is_one_line_naming_its_install(tmp_path: Path, missing:
     result = run_without((missing,), args, tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")
-    assert f"optional module '{missing}'" in result.stderr and result.stderr.rstrip().endswith(install)
+    # the module itself, or (where its launcher plugin is not installed either: CI leaves Ray out) the plugin
+    assert "optional module '" in result.stderr and missing in result.stderr
+    assert result.stderr.rstrip().endswith(install)
     runs = tmp_path / "results" / "runs"
     assert not runs.exists() or not any(runs.glob("[!.]*")), "nothing was trained"
