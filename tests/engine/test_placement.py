@@ -125,7 +125,8 @@ def test_this_machines_probe_agrees_with_torch():
 
 
 def test_fused_kernels_run_on_the_cpu_in_fp32_where_built_and_eager_elsewhere_with_the_reason():
-    cpu, bf16, gpu = Placement("cpu", "fp32", None), Placement("cpu", "bf16", "amx_bf16"), Placement("cuda", "fp32", None)
+    cpu, bf16 = Placement("cpu", "fp32", None), Placement("cpu", "bf16", "amx_bf16")
+    gpu = Placement("cuda", "fp32", None)
     built, unbuilt = (lambda: None), (lambda: "no C++ compiler (c++) on PATH")
     assert choose_kernels("fused", cpu, built) == ("fused", None)
     assert choose_kernels("eager", cpu, built) == ("eager", None)

@@ -148,8 +148,8 @@ class StackedLinear(nn.Module):
 class DenseLayer(nn.Module):
     """One layer of G stacked Linears; a hidden layer adds activation → BatchNorm → dropout (SPEC §1).
 
-    With `use_fused` on (fused.use_fused_kernels), a ReLU → BatchNorm layer trains through the fused kernel; eval mode,
-    other activations, bf16 and GPUs take the eager path, which is the reference."""
+    With `use_fused` on (fused.use_fused_kernels), a ReLU → BatchNorm layer trains through the fused kernel; eval
+    mode, other activations, bf16 and GPUs take the eager path, which is the reference."""
 
     def __init__(self, groups: int, input_dim: int, output_dim: int, options: DenseOptions, hidden: bool):
         super().__init__()

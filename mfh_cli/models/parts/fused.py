@@ -3,10 +3,11 @@
 A compact-preset step is bound by memory passes over activations and by many tiny products, not by matmul FLOPs
 (benchmarks/results.md, issue "throughput"): eager ReLU + BatchNorm + their copies make about ten passes per hidden
 layer and step, the kernel in `relu_batch_norm.cpp` four; mixing E experts per row is one small matrix product per
-row, which PyTorch's batched matmul runs far below its speed on large ones. It is built with PyTorch's extension API on first use, once per machine
-(`-march=native`, so the cache is keyed by the CPU), under `~/.cache/mfh/kernels` (`$XDG_CACHE_HOME`); where it
-cannot be built (no C++ compiler or ninja) the eager path runs and the run records why (`trainer.kernels`,
-engine/placement.py). The eager path stays the reference: tests/models/test_fused.py holds both to each other.
+row, which PyTorch's batched matmul runs far below its speed on large ones. They are built with PyTorch's extension
+API on first use, once per machine (`-march=native`, so the cache is keyed by the CPU), under
+`~/.cache/mfh/kernels` (`$XDG_CACHE_HOME`); where they cannot be built (no C++ compiler or ninja) the eager path
+runs and the run records why (`trainer.kernels`, engine/placement.py). The eager path stays the reference:
+tests/models/parts/test_fused.py holds both to each other.
 """
 
 from __future__ import annotations

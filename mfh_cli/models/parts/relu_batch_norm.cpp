@@ -54,16 +54,18 @@ void row_sums(const Layout& L, std::vector<double>& first, std::vector<double>& 
     }
 }
 
-// g(o, r, c) for every element, rows in parallel chunks.
+// f(row) for rows 0 .. count-1, in parallel chunks of CHUNK rows (each row is independent work).
+template <typename F>
+void for_each_row(int64_t count, F f) {
+  at::parallel_for(0, count, CHUNK, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) f(row);
+  });
+}
+
+// g(o, r) for every row of every outer matrix.
 template <typename G>
 void elementwise(const Layout& L, G g) {
-  const int64_t chunks = (L.rows + CHUNK - 1) / CHUNK;
-  at::parallel_for(0, L.outer * chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t o = task / chunks, r0 = (task % chunks) * CHUNK, r1 = std::min(L.rows, r0 + CHUNK);
-      for (int64_t r = r0; r < r1; ++r) g(o, r);
-    }
-  });
+  for_each_row(L.outer * L.rows, [&](int64_t row) { g(row / L.rows, row % L.rows); });
 }
 }  // namespace
 
@@ -161,7 +163,8 @@ float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
 
 Rows rows_of(const torch::Tensor& weights, const torch::Tensor& experts) {
   TORCH_CHECK(weights.is_contiguous() && experts.stride(3) == 1 && experts.scalar_type() == torch::kFloat &&
-              weights.scalar_type() == torch::kFloat, "mix_experts: float32 weights [S,B,K,E] contiguous and experts [S,B,E,H] with unit stride along H expected");
+              weights.scalar_type() == torch::kFloat,
+              "mix_experts: float32 weights [S,B,K,E] contiguous and experts [S,B,E,H] with unit stride along H expected");
   return {experts.size(0), experts.size(1), weights.size(2), experts.size(2), experts.size(3),
           experts.stride(0), experts.stride(1), experts.stride(2)};
 }
@@ -178,21 +181,18 @@ torch::Tensor mix_forward(torch::Tensor weights, torch::Tensor experts) {
   const float* wp = weights.data_ptr<float>();
   const float* xp = experts.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  at::parallel_for(0, D.S * D.B, CHUNK, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t s = row / D.B, b = row % D.B;
-      const float* x = xp + s * D.s0 + b * D.s1;
-      const float* w = wp + row * D.K * D.E;
-      float* o = op + row * D.K * D.H;
-      for (int64_t k = 0; k < D.K; ++k) {
-        float* __restrict ok = o + k * D.H;
-        std::fill(ok, ok + D.H, 0.f);
-        for (int64_t e = 0; e < D.E; ++e) {
-          const float we = w[k * D.E + e];
-          if (we == 0.f) continue;  // another branch's expert (a structural zero of the weights)
-          const float* __restrict xe = x + e * D.s2;
-          for (int64_t h = 0; h < D.H; ++h) ok[h] += we * xe[h];
-        }
+  for_each_row(D.S * D.B, [&](int64_t row) {
+    const float* x = xp + (row / D.B) * D.s0 + (row % D.B) * D.s1;
+    const float* w = wp + row * D.K * D.E;
+    float* o = op + row * D.K * D.H;
+    for (int64_t k = 0; k < D.K; ++k) {
+      float* __restrict ok = o + k * D.H;
+      std::fill(ok, ok + D.H, 0.f);
+      for (int64_t e = 0; e < D.E; ++e) {
+        const float we = w[k * D.E + e];
+        if (we == 0.f) continue;  // another branch's expert (a structural zero of the weights)
+        const float* __restrict xe = x + e * D.s2;
+        for (int64_t h = 0; h < D.H; ++h) ok[h] += we * xe[h];
       }
     }
   });
@@ -210,25 +210,23 @@ std::vector<torch::Tensor> mix_backward(torch::Tensor grad, torch::Tensor weight
   const float* xp = experts.data_ptr<float>();
   float* dwp = dweights.data_ptr<float>();
   float* dxp = dexperts.data_ptr<float>();
-  at::parallel_for(0, D.S * D.B, CHUNK, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t s = row / D.B, b = row % D.B;
-      const float* x = xp + s * D.s0 + b * D.s1;
-      const float* g = gp + row * D.K * D.H;
-      const float* w = wp + row * D.K * D.E;
-      float* dw = dwp + row * D.K * D.E;
-      float* dx = dxp + s * D.s0 + b * D.s1;
-      for (int64_t e = 0; e < D.E; ++e) {
-        const float* __restrict xe = x + e * D.s2;
-        float* __restrict dxe = dx + e * D.s2;
-        std::fill(dxe, dxe + D.H, 0.f);
-        for (int64_t k = 0; k < D.K; ++k) {
-          const float* __restrict gk = g + k * D.H;
-          dw[k * D.E + e] = dot(gk, xe, D.H);
-          const float we = w[k * D.E + e];
-          if (we == 0.f) continue;
-          for (int64_t h = 0; h < D.H; ++h) dxe[h] += we * gk[h];
-        }
+  for_each_row(D.S * D.B, [&](int64_t row) {
+    const int64_t at = (row / D.B) * D.s0 + (row % D.B) * D.s1;  // this row's experts (and their gradient)
+    const float* x = xp + at;
+    const float* g = gp + row * D.K * D.H;
+    const float* w = wp + row * D.K * D.E;
+    float* dw = dwp + row * D.K * D.E;
+    float* dx = dxp + at;
+    for (int64_t e = 0; e < D.E; ++e) {
+      const float* __restrict xe = x + e * D.s2;
+      float* __restrict dxe = dx + e * D.s2;
+      std::fill(dxe, dxe + D.H, 0.f);
+      for (int64_t k = 0; k < D.K; ++k) {
+        const float* __restrict gk = g + k * D.H;
+        dw[k * D.E + e] = dot(gk, xe, D.H);
+        const float we = w[k * D.E + e];
+        if (we == 0.f) continue;
+        for (int64_t h = 0; h < D.H; ++h) dxe[h] += we * gk[h];
       }
     }
   });
