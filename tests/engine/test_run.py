@@ -219,10 +219,9 @@ def test_results_dir_that_cannot_hold_runs_fails_before_training(run_mfh, tmp_pa
     not_a_directory.write_text("a file where the results directory should be")
     with pytest.raises(RunError, match=r"results/runs: cannot write runs there .*no run was trained"):
         ensure_writable(not_a_directory)
-    started = time.perf_counter()
     result = run_mfh("train", *TINY, "trainer.max_epochs=50", "trainer.patience=50")
     assert result.returncode == 1 and "cannot write runs there" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1 and time.perf_counter() - started < 60
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.strip().endswith("no run was trained")
 
 
 @contextlib.contextmanager

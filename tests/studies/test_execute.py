@@ -267,13 +267,11 @@ def test_unwritable_results_dir_fails_before_training(run_mfh, tmp_path: Path, w
     else:
         (tmp_path / "file").write_text("")
         results = tmp_path / "file" / "results"
-    started = time.time()
     result = run_mfh("ablate", "--study", "hierarchical", "--seeds", "1", "--jobs", "1", "--results-dir",
                      str(results), *TINY)
     assert result.returncode == 1
     assert re.fullmatch(rf"error: {re.escape(str(results / 'runs'))}: cannot write runs there \(.+\); no run was "
                         r"trained", result.stderr.strip()), result.stderr
-    assert time.time() - started < 60
 
 
 def test_failed_write_names_the_file_and_leaves_no_temporary(tmp_path: Path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -23,7 +24,10 @@ from types import ModuleType
 
 import torch
 
+from mfh_cli.files import write_text_atomically
+
 SOURCE = Path(__file__).with_name("relu_batch_norm.cpp")
+FLAGS = ["-O3", "-march=native"]
 FAILED = "failed.txt"  # in the build folder: why the last build failed; delete the folder to try again
 
 
@@ -34,14 +38,15 @@ def cache_root() -> Path:
 
 
 def build_key() -> str:
-    """What a build depends on: the source, torch, Python, and the CPU (the kernel is built for this CPU)."""
+    """What a build depends on: the source and its flags, torch, Python, and the CPU (the kernel is built for this
+    CPU)."""
     try:
         flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
                      "")
     except OSError:
         flags = ""
     capabilities = torch.cpu.get_capabilities()
-    parts = [SOURCE.read_text(), torch.__version__, sys.version, platform.machine(),
+    parts = [SOURCE.read_text(), " ".join(FLAGS), torch.__version__, sys.version, platform.machine(),
              str(capabilities.get("cpu_name")), flags]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
@@ -49,27 +54,46 @@ def build_key() -> str:
 @functools.cache
 def load_kernels() -> tuple[ModuleType | None, str | None]:
     """The built extension and None, or None and why it is not available (one line). Built once per machine."""
+    name = f"mfh_relu_batch_norm_{build_key()}"
+    folder = cache_root() / name
+    library = folder / f"{name}.so"
+    if library.exists():
+        try:  # built: import it directly, without a ninja run under the build lock in every process
+            return _import_library(name, library), None
+        except (ImportError, OSError):  # another process is still linking it: build (or wait) as below
+            pass
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
         return None, f"no C++ compiler ({compiler}) on PATH"
     from torch.utils.cpp_extension import is_ninja_available, load
     if not is_ninja_available():
         return None, "ninja is not installed (pip install ninja)"
-    name = f"mfh_relu_batch_norm_{build_key()}"
-    folder = cache_root() / name
     if (folder / FAILED).exists():
         return None, f"its build failed before ({folder / FAILED}; delete that folder to try again)"
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / f"{name}.so").exists():
+    if not library.exists():
         print("building the fused training kernels (once per machine, about a minute)", file=sys.stderr, flush=True)
+    # Built from a copy in the build folder, so every checkout of the same source shares one build (ninja
+    # rebuilds when a source's path changes).
+    source = folder / SOURCE.name
+    if not source.exists():
+        write_text_atomically(source, SOURCE.read_text())
     try:
-        module = load(name=name, sources=[str(SOURCE)], extra_cflags=["-O3", "-march=native"],
+        module = load(name=name, sources=[str(source)], extra_cflags=FLAGS,
                       build_directory=str(folder), verbose=False)
     except Exception as error:  # a compiler or linker error: record it, run eager
         reason = " ".join(str(error).split())[-300:]
         (folder / FAILED).write_text(f"{reason}\n")
         return None, f"its build failed ({folder / FAILED})"
     return module, None
+
+
+def _import_library(name: str, library: Path) -> ModuleType:
+    """Import the built extension module `name` from its shared library."""
+    spec = importlib.util.spec_from_file_location(name, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def use_fused_kernels(module: torch.nn.Module, on: bool) -> int:

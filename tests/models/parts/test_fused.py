@@ -9,14 +9,17 @@ relative) on normalised outputs; gradients summed over 1,024 rows within 1e-4 of
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from mfh_cli.models.parts.dense import DenseLayer, DenseOptions
-from mfh_cli.models.parts.fused import use_fused_kernels
+from mfh_cli.models.parts.fused import SOURCE, build_key, cache_root, load_kernels, use_fused_kernels
 from mfh_cli.models.parts.gates import mix_experts
-from mfh_cli.models.parts.fused import load_kernels
 from tests.models.golden.cases import CASES, GOLDEN_FILE, fixed_batch, schema_from_json, seeded_model
 
 pytestmark = pytest.mark.skipif(load_kernels()[0] is None, reason=f"fused kernel not built: {load_kernels()[1]}")
@@ -149,3 +152,17 @@ def test_fused_mixing_matches_eager_with_gradients(rows_first, per_branch, share
     for eager, fused in zip(*results):
         if eager is not None:
             assert_close_to_scale(fused, eager, 1e-5)
+
+
+def test_a_built_kernel_loads_without_a_compiler_from_its_own_copy_of_the_source(tmp_path: Path):
+    """Once built, a process imports the kernel without a compiler or a ninja run; the build reads a copy of the
+    source in its folder, so every checkout of the same source shares it instead of rebuilding it."""
+    probe = "from mfh_cli.models.parts.fused import load_kernels; module, why = load_kernels(); print(module, why)"
+    environment = {**os.environ, "CXX": str(tmp_path / "no-such-compiler")}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment,
+                            timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith(" None"), result.stderr
+    assert result.stdout.startswith("<module 'mfh_relu_batch_norm_") and result.stderr == ""
+    folder = cache_root() / f"mfh_relu_batch_norm_{build_key()}"
+    assert (folder / SOURCE.name).read_text() == SOURCE.read_text()
+    assert str(SOURCE) not in (folder / "build.ninja").read_text()
