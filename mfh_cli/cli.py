@@ -176,12 +176,12 @@ def train_command(overrides: Overrides = None, data_dir: DataDir = None, results
     import os
 
     from mfh_cli.config import compose
-    from mfh_cli.engine.run import metrics_frame, train
-    from mfh_cli.report.render import emit
 
     _check_format(fmt, ("table", "json"))
     cfg = compose(overrides or [])
     data_dir, results_dir = _paths(data_dir, results_dir)
+    from mfh_cli.engine.run import metrics_frame, train  # torch: after a bad override has been told in a second
+    from mfh_cli.report.render import emit
     result = train(cfg, data_dir=data_dir, results_dir=results_dir, force=force, quiet=quiet)
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 speaks
         return
