@@ -55,7 +55,7 @@ def test_only_validation_rows_reach_the_search(simulated, tmp_path: Path):
     rows = search_rows(bad)
     assert (rows.split != SPLITS.index("test")).all()
     assert len(rows) == int((simulated.split != SPLITS.index("test")).sum())
-    search, settings = hmtl_search(trials=3)
+    search, settings = hmtl_search(trials=2)
     clean = search_variant(search, settings, None, tmp_path / "clean", dataset=simulated)
     tuned = search_variant(search, settings, None, tmp_path / "poisoned", dataset=bad)
     assert tuned["failed"] == 0 and tuned["complete"] >= 1
@@ -63,13 +63,33 @@ def test_only_validation_rows_reach_the_search(simulated, tmp_path: Path):
 
 
 def test_a_resumed_or_extended_search_draws_what_one_search_would(simulated, tmp_path: Path):
-    search, settings = hmtl_search(trials=4)
+    search, settings = hmtl_search(trials=3)
     whole = search_variant(search, settings, None, tmp_path / "whole", dataset=simulated)
-    first, short = hmtl_search(trials=2)
+    first, short = hmtl_search(trials=1)
     search_variant(first, short, None, tmp_path / "resumed", dataset=simulated)
     extended = search_variant(search, settings, None, tmp_path / "resumed", dataset=simulated)
     assert extended == whole
-    assert whole["trials"] == 4 == whole["complete"] + whole["pruned"] + whole["failed"]
+    assert whole["trials"] == 3 == whole["complete"] + whole["pruned"] + whole["failed"]
+
+
+def test_a_hopeless_trial_is_pruned_after_an_epoch_and_never_chosen(simulated, tmp_path: Path):
+    import optuna
+
+    study = replace(load_study("hierarchical"), tune={"trainer.lr": {"choices": [0.003, 1e-7]},
+                                                      "trainer.weight_decay": {"choices": [0.0]}})
+    settings = tuning_settings(study, trials=4, sampler_seed=1, overrides=TINY)
+    search, = (search for search in plan_searches(study, settings) if search.variant == "hmtl")
+    record = search_variant(search, settings, None, tmp_path, dataset=simulated)
+    assert record["pruned"] == 1 and record["complete"] == 3
+    assert record["overrides"] == ["trainer.lr=0.003", "trainer.weight_decay=0"]
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "tuning" / "trials" / f"{search.key}.journal")))
+    trials = optuna.load_study(study_name=search.key, storage=storage).get_trials()
+    pruned, = (trial for trial in trials if trial.state == optuna.trial.TrialState.PRUNED)
+    assert pruned.params["trainer.lr"] == 1e-7
+    # stopped by the median pruner at its first epoch (2), not trained to max_epochs (3)
+    assert sorted(pruned.intermediate_values) == [1, 2]
+    assert all(sorted(trial.intermediate_values) == [1, 2, 3] for trial in trials if trial is not pruned)
 
 
 def test_search_space_rules_and_a_study_adding_a_key():
