@@ -328,7 +328,11 @@ def tune(names: Sequence[str], trials: int | None = None, sampler_seed: int | No
                 ordered = {variant: records[variant] for variant in study.variants if variant in records}
                 write_best(path, study, searches[0].dataset, settings, ordered)
 
-    run_searches(list(pending.items()), jobs, data_dir, results_dir, quiet, finished)
+    try:
+        run_searches(list(pending.items()), jobs, data_dir, results_dir, quiet, finished)
+    except Interrupted as interrupted:
+        raise Interrupted(interrupted.signum, "interrupted: finished trials and variants are kept, rerun the same "
+                                              "mfh tune to resume") from None
     outcomes = []
     for study, settings, searches, path, records in state:
         ordered = {variant: records[variant] for variant in study.variants}

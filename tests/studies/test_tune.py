@@ -112,6 +112,18 @@ def test_search_space_rules_and_a_study_adding_a_key():
         plan_searches(unknown, tuning_settings(unknown))
 
 
+def test_tuned_without_best_yaml_names_the_mfh_tune_commands_to_run(tmp_path: Path):
+    from mfh_cli.errors import MfhError
+    from mfh_cli.reproduce import reproduce
+
+    with pytest.raises(MfhError) as raised:
+        reproduce(["data.rows=2000"], seeds=1, results_dir=tmp_path, quiet=True, tuned=True)
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("--tuned: no tuned overrides for study 'controls'")
+    assert "run `mfh tune --study controls data.rows=2000 && mfh tune --study multifaceted data.rows=2000" in message
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").glob("[!.]*")), "nothing was trained"
+
+
 @pytest.mark.slow
 def test_tune_then_ablate_tuned_trains_with_the_overrides_found(run_mfh, tmp_path: Path):
     results = tmp_path / "results"
