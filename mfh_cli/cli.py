@@ -282,7 +282,7 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
 @app.command("tune", **WITH_OVERRIDES, short_help="Search each variant's learning rate and weight decay on "
                                                   "validation.", epilog=examples(
     "mfh tune --study hierarchical --trials 8           # hmtl and flat, 8 trials each",
-    "mfh tune --study biasnet --trials 8 data=kuairand  # then: mfh ablate --study biasnet --tuned data=kuairand"))
+    "mfh tune --study multifaceted --sampler-seed 1     # 8 trials each (conf/tuning.yaml), another sampler seed"))
 def tune_command(study: Annotated[str, typer.Option("--study", "-s", metavar="NAME", help=(
                      f"One of {', '.join(config_names('study'))}; or all (the main job's studies)."))],
                  overrides: Overrides = None,
