@@ -83,6 +83,8 @@ class VariantSearch:
 
 @dataclass
 class TuningOutcome:
+    """One study's tuning: its best.yaml and what it holds."""
+
     study: Study
     dataset: str
     path: Path  # best.yaml
@@ -130,6 +132,7 @@ def plan_searches(study: Study, settings: TuningSettings) -> list[VariantSearch]
 
 
 def example_value(dimension: dict) -> object:
+    """A value of a search dimension (its first choice or its low end), to check that its key composes."""
     return dimension["choices"][0] if "choices" in dimension else dimension["low"]
 
 
