@@ -209,6 +209,8 @@ Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Run
 
 
 _CORES = available_cores()
+Tuned = Annotated[bool, typer.Option("--tuned", help="Train each variant with its best overrides from mfh tune "
+                                                     "(results/tuning/<study>/<dataset>/best.yaml).")]
 
 
 def _studies(study: str) -> list[str]:
@@ -221,7 +223,8 @@ def _studies(study: str) -> list[str]:
              epilog=examples(
     "mfh ablate --study hierarchical --seeds 5          # Table 2: hmtl against flat",
     "mfh ablate --study biasnet data=kuairand --jobs 2  # Table 4 on the KuaiRand slice",
-    "mfh ablate --study all                             # every study of the main job"))
+    "mfh ablate --study all                             # every study of the main job",
+    "mfh ablate --study hierarchical --tuned            # with each variant's best lr and weight decay (mfh tune)"))
 def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="NAME", help=(
                        f"One of {', '.join(config_names('study'))}; or all (the main job's studies)."))],
                    overrides: Overrides = None, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
@@ -240,7 +243,8 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
                                                                 "'hmtl/*/*,flat/new/*'; default all).")] = None,
                    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --until-decided: estimate what "
                                                          "each budget would decide from the seeds run so far; "
-                                                         "train nothing.")] = False) -> None:
+                                                         "train nothing.")] = False,
+                   tuned: Tuned = False) -> None:
     """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table.
 
     Ctrl-C or SIGTERM stops it within one run's time, keeping finished runs (exit 130 or 143): rerun to resume."""
@@ -256,6 +260,8 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
 
         if not until_decided:
             raise ConfigError("--dry-run plans an --until-decided sweep: give both")
+        if tuned:
+            raise ConfigError("--tuned does not combine with --until-decided yet: run a fixed number of seeds")
         console = Console(width=max(Console().width, 140))
         if dry_run:
             plan_budget(study, budget, max_seeds, cells, jobs, overrides or [], results_dir, console)
@@ -264,13 +270,39 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
                               console)
         return
     outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=overrides or [], data_dir=data_dir,
-                      results_dir=results_dir, quiet=quiet)
+                      results_dir=results_dir, quiet=quiet, tuned=tuned)
     for outcome in outcomes:
         run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table", paper=True)
         typer.echo(f"runs: {outcome.directory / 'runs.csv'}")
     for name, dataset in sorted({(outcome.study.sweep["study"], outcome.dataset) for outcome in outcomes
                                  if outcome.study.sweep}):
         typer.echo(f"figure: {sweep_figure(results_dir, name, dataset)[0]}")
+
+
+@app.command("tune", **WITH_OVERRIDES, short_help="Search each variant's learning rate and weight decay on "
+                                                  "validation.", epilog=examples(
+    "mfh tune --study hierarchical --trials 8           # hmtl and flat, 8 trials each",
+    "mfh tune --study multifaceted --sampler-seed 1     # 8 trials each (conf/tuning.yaml), another sampler seed"))
+def tune_command(study: Annotated[str, typer.Option("--study", "-s", metavar="NAME", help=(
+                     f"One of {', '.join(config_names('study'))}; or all (the main job's studies)."))],
+                 overrides: Overrides = None,
+                 trials: Annotated[Optional[int], typer.Option("--trials", min=1, metavar="N", help="Trials per "
+                                                               "variant (default 8, conf/tuning.yaml).")] = None,
+                 sampler_seed: Annotated[Optional[int], typer.Option("--sampler-seed", metavar="N", help="Seed of "
+                                                                     "the TPE sampler (default 0).")] = None,
+                 jobs: Jobs = _CORES, data_dir: DataDir = None, results_dir: ResultsDir = None,
+                 quiet: Quiet = False) -> None:
+    """Per variant of a study, search trainer.lr and trainer.weight_decay (and the study's tune: keys) on the
+    validation split with Optuna (TPE, median pruning); write the best overrides to
+    results/tuning/<study>/<dataset>/best.yaml for mfh ablate --tuned. Resumable; test rows are never used."""
+    from mfh_cli.studies.tune import tuning_lines, tune
+
+    data_dir, results_dir = _paths(data_dir, results_dir)
+    outcomes = tune(_studies(study), trials=trials, sampler_seed=sampler_seed, jobs=jobs, overrides=overrides or [],
+                    data_dir=data_dir, results_dir=results_dir, quiet=quiet)
+    for outcome in outcomes:
+        for line in tuning_lines(outcome):
+            typer.echo(line)
 
 
 @app.command("report", short_help="Tables and Figure 1 from finished studies.", epilog=examples(
@@ -313,14 +345,15 @@ def reproduce_command(overrides: Overrides = None, seeds: Seeds = None, jobs: Jo
                       results_dir: ResultsDir = None, quiet: Quiet = False,
                       with_studies: Annotated[Optional[list[str]], typer.Option(
                           "--with", metavar="STUDY", help="A study outside the main job to run too (e.g. "
-                                                          "mechanism, sota); repeatable.")] = None) -> None:
+                                                          "mechanism, sota); repeatable.")] = None,
+                      tuned: Tuned = False) -> None:
     """The main job: the controls, every study of the paper (and ours) with default seeds, every report, the
     verdicts and the agreement."""
     from mfh_cli.reproduce import reproduce
 
     data_dir, results_dir = _paths(data_dir, results_dir)
     reproduce(overrides or [], seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet,
-              extra_studies=with_studies or [])
+              extra_studies=with_studies or [], tuned=tuned)
 
 
 def _interrupt(signum: int, frame: object) -> None:

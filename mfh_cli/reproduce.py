@@ -20,14 +20,15 @@ from mfh_cli.studies.spec import study_names
 
 def reproduce(overrides: Sequence[str] = (), seeds: int | None = None, jobs: int = 1, data_dir: Path | None = None,
               results_dir: Path = Path("results"), quiet: bool = False, console: Console | None = None,
-              extra_studies: Sequence[str] = ()) -> float:
+              extra_studies: Sequence[str] = (), tuned: bool = False) -> float:
     """Run the main job's studies (and `extra_studies`), print their tables, then the control lines, the verdict
-    lines, the figure paths and the agreement with the paper; returns wall seconds."""
+    lines, the figure paths and the agreement with the paper; returns wall seconds. `tuned`: with `mfh tune`'s best
+    overrides per variant."""
     console = console or Console(width=max(Console().width, 140))
     started = time.perf_counter()
     names = study_names(main_job=True) + [name for name in extra_studies if name not in study_names(main_job=True)]
     outcomes = ablate(names, seeds=seeds, jobs=jobs, overrides=overrides, data_dir=data_dir,
-                      results_dir=results_dir, quiet=quiet)
+                      results_dir=results_dir, quiet=quiet, tuned=tuned)
     controls, verdicts, agreement, files = [], [], [], []
     for outcome in outcomes:
         summary = run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table",

@@ -107,19 +107,20 @@ def all_commands() -> tuple[tuple[tuple[str, ...], str], ...]:
     return tuple(_commands())
 
 
-TRAINING = ("train", "ablate", "reproduce")
+TRAINING = ("train", "tune", "ablate", "reproduce")
 
 
 def test_help_shows_flags_usage_names_and_version(run_mfh):
     commands = all_commands()
     assert {command for command, _ in commands} >= {(), ("train",), ("ablate",), ("report",), ("reproduce",),
                                                     ("data",), ("data", "describe"), ("data", "validate"),
-                                                    ("data", "download"), ("model",), ("model", "describe")}
+                                                    ("data", "download"), ("model",), ("model", "describe"),
+                                                    ("tune",)}
     for command, text in commands:
         assert "<bool>" not in text, f"mfh {' '.join(command)} --help shows a flag as taking a value"
         assert re.search(r"^  --help\s+Show this message and exit\.$", text, re.MULTILINE)
     helps = dict(commands)
-    for command in [("train",), ("ablate",), ("reproduce",), ("model", "describe"), ("data", "describe")]:
+    for command in [("train",), ("tune",), ("ablate",), ("reproduce",), ("model", "describe"), ("data", "describe")]:
         assert re.search(r"^Usage: mfh .*\[KEY=VALUE\]\.\.\.$", helps[command], re.MULTILINE), command
     assert "--quiet " not in helps[("train",)].split("-q, --quiet")[1].splitlines()[0]  # a flag: no value
     ablate = " ".join(helps[("ablate",)].split())
@@ -139,13 +140,14 @@ def _examples(text: str) -> list[list[str]]:
 
 def _tiny(args: list[str]) -> list[str]:
     """The example with tiny data and training added after its own arguments (the last value wins): a few batches
-    on 2,000 simulated rows (on KuaiRand: large batches), one seed per variant."""
+    on 2,000 simulated rows (on KuaiRand: large batches), one seed per variant, two tuning trials per variant."""
     composes = args[0] in TRAINING or args[:2] == ["model", "describe"]
     if not composes:
         return args
     kuairand = "data=kuairand" in args
     tiny = [*args, "trainer=smoke", "trainer.batch_size=8192" if kuairand else "data.rows=2000"]
-    return tiny + (["--seeds", "1"] if args[0] in ("ablate", "reproduce") else [])
+    return tiny + (["--seeds", "1"] if args[0] in ("ablate", "reproduce") else []) + (
+        ["--trials", "2"] if args[0] == "tune" else [])
 
 
 def _help_examples(on_kuairand: bool) -> list[list[str]]:
@@ -154,7 +156,7 @@ def _help_examples(on_kuairand: bool) -> list[list[str]]:
     commands = [(command, text) for command, text in all_commands() if command not in [("data",), ("model",)]]
     assert all(len(_examples(text)) >= 2 for _, text in commands), "a command's help shows fewer than 2 examples"
     examples = {tuple(_tiny(example)): None for _, text in commands for example in _examples(text)}  # ordered set
-    order = ["data", "model", "train", "ablate", "report", "reproduce"]
+    order = ["data", "model", "train", "tune", "ablate", "report", "reproduce"]
     chosen = [list(args) for args in examples if any("kuairand" in arg for arg in args) == on_kuairand]
     return sorted(chosen, key=lambda args: order.index(args[0]))
 
@@ -181,7 +183,7 @@ def test_every_kuairand_example_in_the_help_runs(kuairand_dir: Path, tmp_path: P
 @pytest.mark.slow
 def test_every_simulator_example_in_the_help_runs(tmp_path: Path):
     examples = _help_examples(on_kuairand=False)
-    assert {args[0] for args in examples} >= {"train", "ablate", "report", "reproduce", "model"}
+    assert {args[0] for args in examples} >= {"train", "tune", "ablate", "report", "reproduce", "model"}
     _run_examples(examples, tmp_path)
     # `mfh report --format csv --output tables`: one file per study and dataset, the CSV the report writes.
     studies = list((tmp_path / "results" / "studies").glob("*/*/runs.csv"))

@@ -54,7 +54,7 @@ def test_the_base_install_requires_no_extra():
     base = [line for line in requires("mfh-cli") if "extra ==" not in line]
     names = {re.split(r"[ ;<>=!~\[]", line, maxsplit=1)[0].lower() for line in base}
     assert names.isdisjoint(EXTRA_DISTRIBUTIONS)
-    assert {"tracking", "cluster"} <= set(metadata("mfh-cli").get_all("Provides-Extra"))
+    assert {"tracking", "cluster", "tune"} <= set(metadata("mfh-cli").get_all("Provides-Extra"))
 
 
 def test_every_module_imports_without_the_extras(tmp_path: Path):
@@ -72,6 +72,7 @@ def test_extras_keep_torch_at_its_pin():
     ("mlflow", ["train", *TINY, "tracking=mlflow"], "pip install 'mfh-cli[tracking]'"),
     ("ray", ["ablate", "--study", "hierarchical", "--seeds", "1", *TINY, "hydra/launcher=ray"],
      "pip install 'mfh-cli[cluster]'"),
+    ("optuna", ["tune", "--study", "hierarchical", "--trials", "1", *TINY], "pip install 'mfh-cli[tune]'"),
 ])
 def test_a_missing_extra_is_one_line_naming_its_install(tmp_path: Path, missing: str, args: list[str],
                                                        install: str):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -196,7 +197,9 @@ class Trainer:
         self.step += 1
         return loss, elementwise
 
-    def fit(self) -> FitResult:
+    def fit(self, after_epoch: Callable[[int, float], None] | None = None) -> FitResult:
+        """Train until max_epochs or early stopping; `after_epoch(epoch, validation_loss)` is called after each
+        epoch's validation loss (`mfh tune` reports it to its pruner; whatever it raises stops the fit there)."""
         train, config = self.splits["train"], self.config
         world, rank = self.context.world, self.context.rank
         batch_size = int(config.batch_size)
@@ -233,6 +236,8 @@ class Trainer:
                 train_seconds += time.perf_counter() - started
                 validation_loss = self.loss_on(self.splits["validation"])
                 validation_losses.append(validation_loss)
+                if after_epoch is not None:
+                    after_epoch(epoch, validation_loss)
                 if validation_loss < best_loss - float(config.min_delta):
                     best_loss, best_epoch, stale = validation_loss, epoch, 0
                     best_state = self.state()

@@ -151,7 +151,25 @@ def _sweep_figure(name: str, dataset: str, settings: list[tuple[StudyResults, pd
 
 
 def _title(study: StudyResults) -> str:
-    return f"{study.title} ({study.dataset})"
+    tuned = f"; tuned, {study.tuned['trials']} trials per variant" if study.tuned else ""
+    return f"{study.title} ({study.dataset}{tuned})"
+
+
+def tuned_note(tuned: dict) -> str:
+    """How `mfh ablate --tuned` set each variant's training: the keys searched, the budget, the overrides found."""
+    records = [(variant, grid, record) for variant, grids in tuned["variants"].items()
+               for grid, record in grids.items()]
+    several_grids = len({grid for _, grid, _ in records}) > 1
+    total = sum(int(record["trials"]) for _, _, record in records)
+    pruned = sum(int(record["pruned"]) for _, _, record in records)
+    failed = sum(int(record["failed"]) for _, _, record in records)
+    found = "; ".join(f"{variant}{f' ({grid})' if several_grids else ''} {' '.join(record['overrides'])}"
+                      for variant, grid, record in records)
+    sampler, pruner = tuned["sampler"], tuned["pruner"]
+    return (f"tuned: every variant trained with its own best {', '.join(tuned['space'])} from mfh tune, searched on "
+            f"the validation split (test rows never used): {tuned['trials']} trials per variant, "
+            f"{sampler['name']} seed {sampler['seed']}, {pruner['name']} ({pruned} of {total} trials pruned, "
+            f"{failed} failed; {tuned['file']}): {found}")
 
 
 def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> list[str]:
@@ -175,6 +193,8 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
              f"{DEFAULT_EFFECT_PCT:g}%)"]
     if study.info.get("note"):
         notes.append(str(study.info["note"]))
+    if study.tuned:
+        notes.append(tuned_note(study.tuned))
     if study.sequential:
         notes.append(sequential_note(study.sequential, seeds))
     if seeds < 2:

@@ -57,6 +57,11 @@ class StudyResults:
         return self.info.get("sequential")
 
     @property
+    def tuned(self) -> dict | None:
+        """`mfh ablate --tuned`: best.yaml's overrides per variant and grid and the search's budget (else None)."""
+        return self.info.get("tuned")
+
+    @property
     def focus(self) -> dict | None:
         return self.info.get("focus")
 

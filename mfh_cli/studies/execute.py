@@ -41,15 +41,20 @@ class StudyOutcome:
 
 def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overrides: Sequence[str] = (),
            data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
-           force: bool = False, sequential: dict | None = None) -> list[StudyOutcome]:
+           force: bool = False, sequential: dict | None = None, tuned: bool = False) -> list[StudyOutcome]:
     """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv.
     `sequential` (from `mfh ablate --until-decided`) says how the seeds were chosen; study.json records it.
+    `tuned`: every variant trains with `mfh tune`'s best overrides (studies/tune.py), recorded in study.json too.
 
     SIGINT / SIGTERM (`Interrupted`) stops the sweep within one run's time, keeps the finished runs and re-raises
     saying how many of the sweep's runs are done."""
     launcher = [item for item in overrides if is_launcher_override(item)]
     overrides = [item for item in overrides if not is_launcher_override(item)]
     studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
+    if tuned:
+        from mfh_cli.studies.tune import apply_tuning
+
+        studies = apply_tuning(studies, overrides, results_dir)
     planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     ensure_writable(results_dir)  # after planning (a bad config writes nothing), before any training
@@ -65,7 +70,7 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
             for study in studies:
                 mine = [run for run in planned[study.name] if run.run_id in waiting]
                 launch(study.name, planned[study.name], mine, seeds or study.seeds, overrides, launcher, data_dir,
-                       results_dir)
+                       results_dir, tuned)
                 waiting -= {run.run_id for run in mine}
         else:
             failures = execute(pending, jobs, data_dir, results_dir, quiet, force)

@@ -44,6 +44,7 @@ class LaunchJob:
     overrides: list[str] = field(default_factory=list)
     results_dir: str = "results"
     data_dir: str | None = None
+    tuned: bool = False  # `mfh ablate --tuned`: the variants train with best.yaml's overrides (studies/tune.py)
 
 
 ConfigStore.instance().store(name="launch", node=LaunchJob)
@@ -55,7 +56,12 @@ def job(cfg: DictConfig) -> None:
     from mfh_cli.studies.plan import plan
     from mfh_cli.studies.spec import load_expanded
 
-    run = plan(load_expanded(cfg.study), list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
+    study = load_expanded(cfg.study)
+    if cfg.tuned:
+        from mfh_cli.studies.tune import apply_tuning
+
+        study, = apply_tuning([study], list(cfg.overrides), Path(cfg.results_dir))
+    run = plan(study, list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
     # run.overrides hold the sweep's thread count (studies/plan.py), so the run id is the one planned.
     command = [sys.executable, "-m", "mfh_cli", "train", *run.overrides, "--quiet", "--results-dir",
                cfg.results_dir]
@@ -96,7 +102,7 @@ def launcher_overrides(launcher: Sequence[str]) -> list[str]:
 
 
 def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds: int, overrides: Sequence[str],
-           launcher: Sequence[str], data_dir: Path | None, results_dir: Path) -> None:
+           launcher: Sequence[str], data_dir: Path | None, results_dir: Path, tuned: bool = False) -> None:
     """Dispatch `pending` runs of one study through the Hydra launcher named in `launcher` overrides."""
     if not pending:
         return
@@ -104,7 +110,7 @@ def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds:
     quoted = ",".join('"' + item.replace('"', '\\"') + '"' for item in overrides)
     command = [sys.executable, "-m", "mfh_cli.studies.launch", "--multirun", *launcher_overrides(launcher),
                f"study={study}", f"seeds={seeds}", f"overrides=[{quoted}]", f"index={indices}",
-               f"results_dir={results_dir.resolve()}", f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
+               f"results_dir={results_dir.resolve()}", f"tuned={str(tuned).lower()}", f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
     if data_dir is not None:
         command.append(f"data_dir={Path(data_dir).resolve()}")
     finished = subprocess.run(command)

@@ -38,11 +38,13 @@ SWEEP_THREADS = 1
 
 def run_overrides(study: Study, variant: str, grid: str, seed: int, user: Sequence[str]) -> list[str]:
     """The sweep's thread count, the run's names for a tracker (one experiment per study; not part of the run id),
-    study-wide overrides, the user's, the variant's, grid and seed (later ones win); a variant with a seed offset
-    trains seed `seed + offset` (recorded as seed `seed`, its pair)."""
+    study-wide overrides, the user's, the variant's, its tuned ones (`--tuned`: `mfh tune`'s best for this variant
+    and grid), grid and seed (later ones win); a variant with a seed offset trains seed `seed + offset` (recorded
+    as seed `seed`, its pair)."""
+    tuned = (study.tuned or {}).get("variants", {}).get(variant, {}).get(grid, {}).get("overrides", [])
     return [f"trainer.threads={SWEEP_THREADS}", f"tracking.experiment={study.name}",
             f"tracking.run_name={variant}-seed{seed}-{grid}", *study.overrides, *user, *study.variants[variant],
-            f"tasks={grid}", f"seed={seed + study.seed_offsets.get(variant, 0)}"]
+            *tuned, f"tasks={grid}", f"seed={seed + study.seed_offsets.get(variant, 0)}"]
 
 
 def plan(study: Study, seeds: Sequence[int], user: Sequence[str] = ()) -> list[PlannedRun]:

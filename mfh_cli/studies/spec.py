@@ -37,6 +37,10 @@ class Study:
     sweep: dict | None = None  # on an expanded study: {"study", "setting", "overrides", "figure"}
     in_main_job: bool = True  # `mfh reproduce` and `--study all` run it (else: by name, or reproduce --with)
     only_on: str | None = None  # the one dataset the study means something on (the controls: synthetic)
+    # `mfh tune`'s search space beyond (or replacing) conf/tuning.yaml's: key → {low, high, log, int} | {choices}
+    tune: dict[str, dict] = field(default_factory=dict)
+    # set by `--tuned` (studies/tune.py apply_tuning): best.yaml's overrides per variant and grid, and the budget
+    tuned: dict | None = None
 
     def expand(self) -> list[Study]:
         """The study itself, or one study per setting when it sweeps settings."""
@@ -53,7 +57,7 @@ class Study:
         return {"study": self.name, "title": self.title, "paper_table": self.paper_table, "tasks": self.tasks,
                 "reference": self.reference, "variants": list(self.variants), "seeds": seeds,
                 "dataset": dataset, "focus": self.focus, "note": self.note, "seed_offsets": self.seed_offsets,
-                "expected": self.expected, "sweep": self.sweep}
+                "expected": self.expected, "sweep": self.sweep, "tuned": self.tuned}
 
 
 def study_names(main_job: bool = False) -> list[str]:
@@ -96,7 +100,7 @@ def load_study(name: str) -> Study:
                       expected=dict(raw.get("expected") or {}),
                       settings={k: list(v or []) for k, v in (raw.get("settings") or {}).items()},
                       figure=raw.get("figure"), in_main_job=bool(raw.get("in_main_job", True)),
-                      only_on=raw.get("only_on"))
+                      only_on=raw.get("only_on"), tune=dict(raw.get("tune") or {}))
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise ConfigError(f"{path}: missing or malformed key {error}") from None
     if study.reference not in study.variants:
@@ -108,4 +112,34 @@ def load_study(name: str) -> Study:
     if bad_settings:
         raise ConfigError(f"{path}: setting names may hold letters, digits, '_', '.', '-' only: "
                           f"{', '.join(map(str, bad_settings))}")
+    check_search_space(study.tune, f"{path}: tune")
     return study
+
+
+SPACE_KEYS = {"low", "high", "log", "int"}
+
+
+def check_search_space(space: dict, source: str) -> None:
+    """A search space (conf/tuning.yaml `space`, a study's `tune:`): each key maps to {low, high} (optionally
+    `log: true`, `int: true`) or to {choices: [values]}; anything else is one ConfigError line naming it."""
+    if not isinstance(space, dict):
+        raise ConfigError(f"{source}: expected a mapping of config keys to ranges (got {space!r})")
+    for key, dimension in space.items():
+        where = f"{source}.{key}"
+        if not isinstance(dimension, dict):
+            raise ConfigError(f"{where}: expected {{low, high[, log, int]}} or {{choices: [...]}} (got {dimension!r})")
+        if "choices" in dimension:
+            choices = dimension["choices"]
+            if set(dimension) != {"choices"} or not isinstance(choices, list) or not choices:
+                raise ConfigError(f"{where}: choices must be a non-empty list, alone (got {dimension!r})")
+            continue
+        unknown = sorted(set(dimension) - SPACE_KEYS)
+        if unknown or not {"low", "high"} <= set(dimension):
+            raise ConfigError(f"{where}: expected low and high (and optionally log, int) (got {dimension!r})")
+        low, high = dimension["low"], dimension["high"]
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (low, high)):
+            raise ConfigError(f"{where}: low and high must be numbers (got {low!r}, {high!r})")
+        if not low < high:
+            raise ConfigError(f"{where}: low must be below high (got {low!r}, {high!r})")
+        if dimension.get("log") and low <= 0:
+            raise ConfigError(f"{where}: a log scale needs low > 0 (got {low!r})")

@@ -171,3 +171,25 @@ def test_fixed_weighting_trains_exactly_as_the_loss_before_the_weighting_axis(si
         loss.backward()
         optimizer.step()
     assert torch.equal(trainer.flat_parameters.values, parameters.values)
+
+
+def test_fit_reports_each_epochs_validation_loss_and_stops_on_what_the_hook_raises(simulated):
+    cfg, dataset = simulated
+    cfg = compose([*OVERRIDES, "model=shared_bottom", "trainer=smoke", "trainer.history=false", "trainer.max_epochs=3",
+                   "trainer.patience=5"])
+    seen = []
+    whole = build_trainer(cfg, dataset)
+    fit = whole.fit(after_epoch=lambda epoch, loss: seen.append((epoch, loss)))
+    assert seen == list(enumerate(fit.validation_losses, start=1)) and len(seen) == 3
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_one(epoch: int, loss: float) -> None:
+        if epoch == 1:
+            raise Stop
+
+    trainer = build_trainer(cfg, dataset)
+    with pytest.raises(Stop):
+        trainer.fit(after_epoch=stop_after_one)
+    assert trainer.step == whole.step // 3  # one epoch's steps, not three
