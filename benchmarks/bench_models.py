@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from benchmarks.common import append_results, machine
 from mfh_cli.config import compose
 from mfh_cli.data.synthetic import simulate
-from mfh_cli.engine.loop import FlatParameters, make_optimizer
+from mfh_cli.engine.loop import FlatOptimizer, FlatParameters, make_optimizer
 from mfh_cli.engine.run import keep_freed_memory
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
 
@@ -122,7 +122,7 @@ class NaiveMFH(nn.Module):
         return logits.gather(1, columns[None, :] + group[:, None])  # [B, Tb]
 
 
-def engine_optimizer(model: nn.Module) -> tuple[torch.optim.Optimizer, FlatParameters]:
+def engine_optimizer(model: nn.Module) -> tuple[FlatOptimizer, FlatParameters]:
     """The engine's optimizer path: parameters in one flat tensor stepped by fused Adam (trainer defaults)."""
     flat = FlatParameters(model)
     return make_optimizer(flat.values, compose([]).trainer), flat
