@@ -54,9 +54,9 @@ def forward_difference(overrides: list[str]) -> float:
     test = prepare_splits(dataset, list(cfg.tasks.behaviours), torch.device("cpu"))["test"]
     rows = test.rows(slice(0, FORWARD_ROWS))
     with torch.no_grad():
-        on_cpu = model(rows.categorical, rows.dense, rows.group)
+        on_cpu = model(rows.categorical, rows.dense, rows.cell)
         model.cuda()
-        on_gpu = model(rows.categorical.cuda(), rows.dense.cuda(), rows.group.cuda()).cpu()
+        on_gpu = model(rows.categorical.cuda(), rows.dense.cuda(), rows.cell.cuda()).cpu()
     scale = on_cpu.abs().clamp(min=1.0)
     return float(((on_gpu - on_cpu).abs() / scale).max())
 

@@ -87,7 +87,8 @@ def data_describe(name: Annotated[str, typer.Argument(
                   overrides: Overrides = None,
                   data_dir: DataDir = None, results_dir: ResultsDir = None,
                   fmt: Annotated[str, format_option("table", "csv", "json")] = "table", quiet: Quiet = False) -> None:
-    """Rows and users per group and split, label rate (or mean) per behaviour and group, masked labels."""
+    """Rows and users per group (and scenario) and split, label rate (or mean) per behaviour and group (and
+    scenario), masked labels."""
     from mfh_cli.config import compose
     from mfh_cli.data import load_dataset
     from mfh_cli.data.describe import describe_frame

@@ -19,6 +19,12 @@ from omegaconf.errors import OmegaConfBaseException
 from mfh_cli import CONF_DIR, available_cores
 from mfh_cli.config_schema import check_config
 from mfh_cli.errors import ConfigError, Interrupted
+from mfh_cli.tasks import facet_trees, joint_tree
+
+# The model files' trees over the run's facets (conf/model/mfh.yaml, flat.yaml): resolved at compose time, so a
+# run's config (and its id) holds the trees themselves, e.g. [behaviour/group, group/behaviour].
+OmegaConf.register_new_resolver("facet_trees", facet_trees, replace=True)
+OmegaConf.register_new_resolver("joint_tree", joint_tree, replace=True)
 
 # Keys that change how a run is executed but not what it computes: left out of the run id (`tracking` says where
 # a run is logged besides its run directory). trainer.threads is not one of them: the thread count changes float
@@ -43,7 +49,7 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
     try:
         with initialize_config_dir(version_base=None, config_dir=str(CONF_DIR)):
             cfg = hydra_compose(config_name=config_name, overrides=overrides)
-        OmegaConf.resolve(cfg)
+        cfg = resolved(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as error:
         _reraise_interrupt(error)
         message = " ".join(str(error).split()).split(" Config search path")[0]
@@ -55,6 +61,14 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictC
         restore_gh_from_backup(outer)
     check_config(cfg)
     return cfg
+
+
+def resolved(cfg: DictConfig) -> DictConfig:
+    """`cfg` with every interpolation resolved, struct mode kept. Rebuilt from its resolved values rather than
+    resolved in place: OmegaConf.resolve cannot put a list (the `facet_trees` resolver's) where a string was."""
+    values = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.set_struct(values, OmegaConf.is_struct(cfg))
+    return values
 
 
 def _reraise_interrupt(error: BaseException) -> None:

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 
 from mfh_cli.errors import ConfigError
-from mfh_cli.tasks import BEHAVIOUR, FACETS
+from mfh_cli.tasks import BEHAVIOUR, FACETS, USER_GROUP
 
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
@@ -35,8 +35,8 @@ def _distinct(values: list[str]) -> list[str]:
 
 class TasksSchema(_Strict):
     """conf/tasks/*.yaml: the behaviours of the grid (checked against the dataset's when a model is built: your
-    own log may name new ones) and its facets (mfh_cli/tasks.py FACETS), behaviour first: the towers and the
-    task order are behaviour-major."""
+    own log may name new ones) and its facets (mfh_cli/tasks.py FACETS), behaviour first and the user group (if
+    listed) second: the towers and the task order are behaviour-major, and towers are banked per user group."""
 
     name: str
     behaviours: Annotated[list[str], Field(min_length=1)]
@@ -52,6 +52,8 @@ class TasksSchema(_Strict):
     def _facets_distinct_behaviour_first(cls, facets: list[str]) -> list[str]:
         if facets[0] != BEHAVIOUR.name:
             raise ValueError(f"the first facet must be {BEHAVIOUR.name}")
+        if USER_GROUP.name in facets and facets.index(USER_GROUP.name) != 1:  # towers are sized per user group
+            raise ValueError(f"{USER_GROUP.name} must come right after {BEHAVIOUR.name}")
         return _distinct(facets)
 
 

@@ -49,12 +49,13 @@ USER_GROUPS: tuple[str, ...] = (NEW_USERS, LOW_ACTIVITY, HIGH_ACTIVITY)
 @dataclass(frozen=True)
 class Facet:
     """A facet of the task grid: its `name` (as `tasks.facets`, `model.trees` and task names write it) and where a
-    run reads its values: attribute `key` of the tasks config (`from_config`) or of the dataset's Schema (the
-    dataset's rows carry the facet, as `Dataset.group` does the user group)."""
+    run reads its values: attribute `key` of the tasks config (`from_config`) or of the dataset's Schema, whose
+    rows then carry each row's value index in Dataset attribute `column` (as `Dataset.group` the user group)."""
 
     name: str
     key: str
     from_config: bool = False
+    column: str = ""
 
     def run_values(self, tasks_cfg: DictConfig, schema: Schema) -> list[str]:
         """This facet's values in a run of tasks config `tasks_cfg` on a dataset of `schema`."""
@@ -62,14 +63,56 @@ class Facet:
 
 
 BEHAVIOUR = Facet("behaviour", key="behaviours", from_config=True)  # tasks.behaviours: a subset of the data's
-USER_GROUP = Facet("group", key="groups")  # every user group of the dataset
-FACETS: dict[str, Facet] = {facet.name: facet for facet in (BEHAVIOUR, USER_GROUP)}
+USER_GROUP = Facet("group", key="groups", column="group")  # every user group of the dataset
+# The surface of the app a row was shown on (KuaiRand: the log's `tab`, the largest tabs apart and the rest
+# pooled; the simulator: `data.scenarios`); a dataset without scenarios has none (Schema.scenarios empty).
+SCENARIO = Facet("scenario", key="scenarios", column="scenario")
+FACETS: dict[str, Facet] = {facet.name: facet for facet in (BEHAVIOUR, USER_GROUP, SCENARIO)}
 
 
 def run_facets(tasks_cfg: DictConfig, schema: Schema) -> dict[str, list[str]]:
     """{facet: its values} of a run, in the order of `tasks_cfg.facets` (canonical task order: the last facet
-    varies fastest). `tasks_cfg` is the composed `cfg.tasks` (checked by config_schema), `schema` the dataset's."""
-    return {name: FACETS[name].run_values(tasks_cfg, schema) for name in tasks_cfg.facets}
+    varies fastest). `tasks_cfg` is the composed `cfg.tasks` (checked by config_schema), `schema` the dataset's;
+    a facet the dataset does not have (no values) is a ConfigError naming it."""
+    from mfh_cli.errors import ConfigError  # errors imports nothing of mfh_cli
+
+    grid = {name: FACETS[name].run_values(tasks_cfg, schema) for name in tasks_cfg.facets}
+    empty = [name for name, values in grid.items() if not values]
+    if empty:
+        raise ConfigError(f"tasks.facets: dataset '{getattr(schema, 'name', '') or 'this dataset'}' has no "
+                          f"{', '.join(empty)} values (Schema.{', '.join(FACETS[name].key for name in empty)} "
+                          "is empty)")
+    return grid
+
+
+def cell_facets(grid: dict[str, list[str]], schema: Schema) -> dict[str, list[str]]:
+    """{facet: values} that place a row in one cell of the grid: every facet of the run but behaviour, and the
+    user group even where the grid lacks it (metrics are per user group, SPEC §4). A task is a behaviour × a
+    cell; for the two-facet grids the cells are the user groups."""
+    cells = {name: values for name, values in grid.items() if name != BEHAVIOUR.name}
+    return cells if USER_GROUP.name in cells else {USER_GROUP.name: list(schema.groups), **cells}
+
+
+def cell_names(cells: dict[str, list[str]]) -> list[str]:
+    """The name of every cell of {facet: values} in canonical order: its values joined (`high`, `high_tab1`)."""
+    return task_names(cells)
+
+
+def facet_trees(facets: list[str]) -> list[str]:
+    """MFH's trees over a grid's facets (SPEC §2, K facets): one tree per facet, which splits first by it, then
+    each branch into the tasks sharing its value (`behaviour/group+scenario`). Two facets give the authors'
+    pair `behaviour/group`, `group/behaviour`; one facet one single-level tree. The `facet_trees` resolver of the
+    model files (conf/model/mfh.yaml)."""
+    facets = [str(facet) for facet in facets]
+    if len(facets) == 1:
+        return facets
+    return [f"{facet}/{'+'.join(other for other in facets if other != facet)}" for facet in facets]
+
+
+def joint_tree(facets: list[str]) -> str:
+    """One level splitting by every task of the grid at once (`behaviour+group`): the flat models' tree, the
+    `joint_tree` resolver of conf/model/flat.yaml."""
+    return "+".join(str(facet) for facet in facets)
 
 
 def task_name(*values: str) -> str:

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from mfh_cli import __version__, config_names
@@ -190,3 +191,16 @@ def test_every_simulator_example_in_the_help_runs(tmp_path: Path):
     written = list((tmp_path / "tables").iterdir())
     assert studies and len(written) == len(studies)
     assert all(path.read_text() == (tmp_path / "results" / "tables" / path.name).read_text() for path in written)
+
+
+@pytest.mark.slow  # three tiny runs of the three-facet study, then its report (~25 s on one core)
+def test_ablate_three_facets_reports_every_group_by_scenario_cell_with_the_oracle(run_mfh, tmp_path: Path):
+    tiny = ["data.rows=1500", "data.extra_test_fraction=0", "trainer=smoke"]
+    run_mfh("ablate", "--study", "three_facets", "--seeds", "1", "--jobs", "1", "--quiet", *tiny, check=True)
+    runs = pd.read_csv(tmp_path / "results" / "studies" / "three_facets" / "synthetic" / "runs.csv")
+    assert set(runs["variant"]) == {"mfh", "mfh_two_facets", "flat", "oracle"}
+    cells = [f"{group}_{scenario}" for group in ("new", "low", "high") for scenario in ("s0", "s1", "s2")]
+    for variant, rows in runs[runs["split"] == "test"].groupby("variant"):
+        assert sorted(set(rows["group"])) == sorted(cells), variant  # every variant scored on every cell
+    report = run_mfh("report", "--study", "three_facets", "--format", "markdown", check=True).stdout
+    assert "| high_s2 | mfh_two_facets |" in report and "| new_s0 | oracle |" in report

@@ -70,7 +70,9 @@ def test_a_further_facet_is_a_facet_entry_and_a_tasks_config_key(monkeypatch):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("tasks.facets=[behaviour,user_group]", "tasks.facets.1: must be 'behaviour' or 'group' (got 'user_group')"),
+    ("tasks.facets=[behaviour,user_group]",
+     "tasks.facets.1: must be 'behaviour', 'group' or 'scenario' (got 'user_group')"),
+    ("tasks.facets=[behaviour,scenario,group]", "tasks.facets: group must come right after behaviour"),
     ("tasks.facets=[group,behaviour]", "tasks.facets: the first facet must be behaviour"),
     ("tasks.facets=[behaviour,group,group]", "tasks.facets: group listed more than once"),
     ("tasks.behaviours=[]", "tasks.behaviours: List should have at least 1 item"),

@@ -30,8 +30,9 @@ class Dataset:
     split: torch.Tensor  # [N] int64, index into SPLITS
     user: torch.Tensor  # [N] int64 user id (for user counts per group)
     oracle: torch.Tensor | None = None  # [N, L] true expectation per label (simulator only)
+    scenario: torch.Tensor | None = None  # [N] int64, index into schema.scenarios (None: no scenario facet)
 
-    TENSORS = ("categorical", "dense", "labels", "label_mask", "group", "split", "user", "oracle")
+    TENSORS = ("categorical", "dense", "labels", "label_mask", "group", "split", "user", "oracle", "scenario")
 
     @classmethod
     def from_numpy(cls, schema: Schema, **arrays: np.ndarray | None) -> Dataset:
@@ -72,6 +73,19 @@ class Dataset:
         dense_values[:, [dense.index(name) for name in names if name in dense]] = 0.0
         return replace(self, categorical=categorical_values, dense=dense_values)
 
+    def cells(self, facets: dict[str, list[str]]) -> torch.Tensor:
+        """[N] int64 each row's cell among the value combinations of `facets` ({facet: values}, canonical order,
+        the last fastest: `tasks.cell_facets`), from the rows' index in each facet (`Facet.column`)."""
+        from mfh_cli.tasks import FACETS
+
+        cell = torch.zeros(len(self), dtype=torch.int64)
+        for name, values in facets.items():
+            index = getattr(self, FACETS[name].column)
+            if index is None:
+                raise ValueError(f"dataset '{self.schema.name}' has no {name} per row")
+            cell = cell * len(values) + index
+        return cell
+
     def behaviour_columns(self, behaviours: list[str]) -> list[int]:
         """Label column indices of the named behaviours, in the order given."""
         names = list(self.schema.behaviours)
@@ -85,6 +99,7 @@ class Dataset:
         assert self.labels.shape == self.label_mask.shape == (n, len(self.schema.behaviours))
         assert self.label_mask.dtype == torch.bool
         assert not torch.isnan(self.labels).any(), "labels hold NaN: mask them instead"
+        assert (self.scenario is None) == (not self.schema.scenarios), "scenario rows need schema.scenarios"
 
     def state(self) -> dict:
         """Tensors and schema as a dict of tensors + plain values (what the cache stores)."""
@@ -93,4 +108,4 @@ class Dataset:
     @classmethod
     def from_state(cls, state: dict) -> Dataset:
         """The dataset back from `state()`'s values."""
-        return cls(Schema.from_dict(state["schema"]), **{k: state[k] for k in cls.TENSORS})
+        return cls(Schema.from_dict(state["schema"]), **{k: state.get(k) for k in cls.TENSORS})

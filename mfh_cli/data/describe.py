@@ -1,4 +1,5 @@
-"""What a dataset holds, at a glance: rows and users per group and split, label rates, masked labels, sparsity.
+"""What a dataset holds, at a glance: rows and users per group (and per scenario) and split, label rates, masked
+labels, sparsity.
 
 Shape letters: N rows, L behaviours (label columns), G user groups, S splits.
 """
@@ -12,34 +13,42 @@ from mfh_cli.data.dataset import SPLITS, Dataset
 
 
 def describe_frame(dataset: Dataset) -> pd.DataFrame:
-    """One row per user group plus `all`: rows per split, users with rows (a user table may list more users than
-    the log has rows for), each behaviour's positive rate (binary) or mean (regression) over rows where its label
-    exists, and masked-label counts for behaviours with any masked row."""
-    groups, behaviours = dataset.schema.groups, list(dataset.schema.behaviours)
-    group_count, split_count = len(groups), len(SPLITS)
-    rows = torch.bincount(dataset.group * split_count + dataset.split,
-                          minlength=group_count * split_count).reshape(group_count, split_count)  # [G, S]
-    group_user = torch.unique(torch.stack([dataset.group, dataset.user]), dim=1)  # distinct (group, user) pairs
-    users = torch.bincount(group_user[0], minlength=group_count)  # [G]
-    present = dataset.label_mask.double()
-    label_sums = _sum_by_group(dataset.labels.double() * present, dataset.group, group_count)  # [G, L]
-    label_counts = _sum_by_group(present, dataset.group, group_count)  # [G, L]
-    masked = _sum_by_group(1.0 - present, dataset.group, group_count)  # [G, L]
+    """One row per user group, then one per scenario (named as the dataset names it: `tab1`, …; `s0`, … on the
+    simulator; where the dataset has more than one), then `all`: rows per split, users with rows (a user table may list more users than the log has rows for), each
+    behaviour's positive rate (binary) or mean (regression) over rows where its label exists, and masked-label
+    counts for behaviours with any masked row."""
+    blocks = [(dataset.group, list(dataset.schema.groups))]
+    if dataset.scenario is not None and len(dataset.schema.scenarios) > 1:
+        blocks.append((dataset.scenario, list(dataset.schema.scenarios)))
+    blocks.append((torch.zeros(len(dataset), dtype=torch.int64), ["all"]))
+    frames = [_value_rows(dataset, index, names) for index, names in blocks]
+    frame = pd.concat(frames, ignore_index=True)
+    masked = [column for column in frame.columns if column.endswith("_masked")]
+    return frame.drop(columns=[column for column in masked if frame[column].iloc[-1] == 0])
 
-    frame = pd.DataFrame({"group": [*groups, "all"]})
-    for index, split in enumerate(SPLITS):
-        frame[f"rows_{split}"] = [*rows[:, index].tolist(), int(rows[:, index].sum())]
-    frame["rows"] = [*rows.sum(dim=1).tolist(), len(dataset)]
-    frame["users_with_rows"] = [*users.tolist(), int(torch.unique(dataset.user).numel())]
+
+def _value_rows(dataset: Dataset, index: torch.Tensor, names: list[str]) -> pd.DataFrame:
+    """The describe_frame rows of the values `names` of one facet, `index` [N] each row's value."""
+    behaviours, count, split_count = list(dataset.schema.behaviours), len(names), len(SPLITS)
+    rows = torch.bincount(index * split_count + dataset.split,
+                          minlength=count * split_count).reshape(count, split_count)  # [G, S]
+    value_user = torch.unique(torch.stack([index, dataset.user]), dim=1)  # distinct (value, user) pairs
+    users = torch.bincount(value_user[0], minlength=count)  # [G]
+    present = dataset.label_mask.double()
+    label_sums = _sum_by_group(dataset.labels.double() * present, index, count)  # [G, L]
+    label_counts = _sum_by_group(present, index, count)  # [G, L]
+    masked = _sum_by_group(1.0 - present, index, count)  # [G, L]
+    frame = pd.DataFrame({"group": names})
+    for column, split in enumerate(SPLITS):
+        frame[f"rows_{split}"] = rows[:, column].tolist()
+    frame["rows"] = rows.sum(dim=1).tolist()
+    frame["users_with_rows"] = users.tolist()
     for column, behaviour in enumerate(behaviours):
         statistic = "mean" if dataset.schema.behaviours[behaviour] == "regression" else "rate"
-        sums = [*label_sums[:, column].tolist(), float(label_sums[:, column].sum())]
-        counts = [*label_counts[:, column].tolist(), float(label_counts[:, column].sum())]
-        frame[f"{behaviour}_{statistic}"] = [total / count if count else float("nan")
-                                             for total, count in zip(sums, counts)]
+        frame[f"{behaviour}_{statistic}"] = [total / total_count if total_count else float("nan") for total, total_count
+                                             in zip(label_sums[:, column].tolist(), label_counts[:, column].tolist())]
     for column, behaviour in enumerate(behaviours):
-        if masked[:, column].sum() > 0:
-            frame[f"{behaviour}_masked"] = [*masked[:, column].long().tolist(), int(masked[:, column].sum())]
+        frame[f"{behaviour}_masked"] = masked[:, column].long().tolist()
     return frame
 
 

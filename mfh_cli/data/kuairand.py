@@ -25,7 +25,7 @@ from mfh_cli.data.dataset import Dataset
 from mfh_cli.data.describe import label_sparsity_notes
 from mfh_cli.data.encoding import encode, gather, standardise
 from mfh_cli.data.kuairand_format import (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN, log_folder, log_row_groups,
-                                          split_of, split_ranges, user_groups)
+                                          split_of, split_ranges, tab_scenarios, user_groups)
 from mfh_cli.data.schema import SPLITS, Schema
 from mfh_cli.data.validate import RULES_VERSION, kuairand_problems, stop_on_errors
 from mfh_cli.errors import DataError
@@ -33,7 +33,7 @@ from mfh_cli.tasks import (BEHAVIOURS, CMPL, COMMENT, FINISH, FOLLOW, LIKE, SHAR
                             WATCH_BEHAVIOURS)
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
-ENCODING_VERSION = 1
+ENCODING_VERSION = 2  # 2: rows carry their scenario (tab)
 
 # The log columns read, with their dtypes (no other label column is read: none may become an input).
 LOG_COLUMNS = {
@@ -107,6 +107,7 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
 
     labels, label_mask = derive_labels(log)
     group = log_row_groups(user_groups(users), user_row)
+    scenarios, scenario = tab_scenarios(log["tab"].to_numpy(), in_train)
     # Each field: its values and where they live (the log, or a user / video table column).
     fields = [("user_id", "log", log["user_id"].to_numpy()),
               *((name, "user", users[name]) for name in user_fields),
@@ -122,9 +123,10 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
     notes = [f"{missing_users:,} log rows have a user missing from {user_tables[0].name}: group low, user "
              f"features unknown"] if missing_users else []
     schema = Schema(categorical=vocabulary, dense=dense_columns, behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS),
-                    name="kuairand", notes=notes)
+                    name="kuairand", notes=notes, scenarios=scenarios)
     dataset = Dataset.from_numpy(schema, categorical=categorical, dense=dense, labels=labels, label_mask=label_mask,
-                                 group=group, split=split, user=log["user_id"].to_numpy(copy=True))
+                                 group=group, split=split, user=log["user_id"].to_numpy(copy=True),
+                                 scenario=scenario)
     dataset.schema = replace(schema, notes=notes + label_sparsity_notes(dataset, int(data_cfg.sparse_positives)))
     dataset.check()
     if not quiet:

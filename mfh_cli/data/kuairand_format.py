@@ -1,5 +1,5 @@
 """The KuaiRand files' layout and the derivations that need no torch (SPEC §5): where the logs are, each user's
-group and each row's split by date.
+group, each row's scenario (its tab) and each row's split by date.
 
 Shared by the loader (`kuairand.py`) and `mfh data validate` (`validate.py`), which must not import torch.
 Shape letters: N log rows, U user-table rows.
@@ -28,6 +28,29 @@ HIGH_DEGREES = ("full_active", "high_active")
 NEW_REGISTER_DAYS = 30
 # A log user missing from the user table: nothing says new or high.
 ABSENT_USER_GROUP = USER_GROUPS.index(LOW_ACTIVITY)
+
+
+# Scenarios (issue 14, [ours]): the surface of the app a row was shown on, the log's `tab`. Every tab with at least
+# this share of the train rows is a scenario of its own (`tab1`, largest first); the rest are pooled into one
+# (`tab_other`). On the slice: tab1 76%, tab0 9%, tab4 6% of the train rows; tab6 (4.9%), tab2 (3%) and ten tabs
+# under 1% each are pooled (data/README.md "Scenarios" has the row counts).
+SCENARIO_MIN_SHARE = 0.05
+OTHER_TABS = "tab_other"
+
+
+def tab_scenarios(tab: np.ndarray, in_train: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Scenario names and [N] int64 index into them per log row, from each row's `tab` [N] and whether it is a
+    train row [N]: the tabs with at least SCENARIO_MIN_SHARE of the train rows, largest first, then OTHER_TABS for
+    every other tab (listed only when some row has one)."""
+    values, counts = np.unique(tab[in_train], return_counts=True)
+    order = np.argsort(-counts, kind="stable")
+    shares = counts[order] / max(int(in_train.sum()), 1)
+    kept = [int(value) for value, share in zip(values[order], shares) if share >= SCENARIO_MIN_SHARE]
+    index = np.full(len(tab), len(kept), dtype=np.int64)
+    for position, value in enumerate(kept):
+        index[tab == value] = position
+    names = [f"tab{value}" for value in kept]
+    return (names + [OTHER_TABS] if (index == len(kept)).any() else names), index
 
 
 def log_folder(directory: Path, subdir: str) -> Path | None:

@@ -14,7 +14,8 @@ SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
 @dataclass(frozen=True)
 class Schema:
-    """What the tensors mean: feature vocabularies, behaviours (label columns, in order) and user groups."""
+    """What the tensors mean: feature vocabularies, behaviours (label columns, in order), user groups and
+    scenarios (the surfaces rows were shown on, where the dataset records them)."""
 
     categorical: dict[str, int]  # field -> vocabulary size; index 0 is out-of-vocabulary / missing
     dense: list[str]
@@ -22,6 +23,7 @@ class Schema:
     groups: list[str]  # Dataset.group holds an index into this list
     name: str = ""
     notes: list[str] = field(default_factory=list)  # caveats worth printing (e.g. label sparsity)
+    scenarios: list[str] = field(default_factory=list)  # Dataset.scenario indexes it; [] = no scenario facet
 
     def to_dict(self) -> dict:
         """Plain values (what the cache stores)."""

@@ -36,6 +36,17 @@ interactive ones; φ_b weighs duration, popularity and context (constants below)
 on a sample of rows so that the overall mean of y_b equals `positive_rates[b]`. A `missing_fraction` of rows
 has cmpl, finish and skip masked (as KuaiRand's duration 0).
 
+Scenarios (the third facet, `data.scenarios`; issue 14). With S > 1 scenarios (the surfaces of the app, as
+KuaiRand's tabs) each row also has a scenario σ_n, drawn with shares ∝ 2^-k (one dominant surface, as real
+apps: 3 scenarios 57% / 29% / 14%), and a scenario deviation shared by every behaviour and group of it:
+      E_σ = o_σ + ⟨p_u, q_i⟩_{Q_σ}        (o_σ ~ N(0, 1), Q_σ entries ~ N(0, 1/K))
+      a_b += e·λ_b·E_σ                      (e = scenario_deviation)
+so the truth (and the oracle, which reads a_b) differs by scenario by construction, and each row's scenario is
+an input (categorical field `scenario`, like KuaiRand's `tab`). The scenario draws have random streams of their
+own (world (seed, 3), rows (seed, 4, block), calibration (seed, 5)), so with S = 1 (the default, and the keys
+absent from conf/data/synthetic.yaml so that run ids stay) nothing is drawn or added: the world, its rows and
+the oracle are bit for bit those of before, with one scenario `s0` on every row.
+
 Which sharing the data rewards: the largest term, S_b, is shared by one behaviour across all groups; D_g is
 shared by all behaviours of one group; only the small T_bg is specific to a (behaviour, group) task. A model
 that shares along both facets (MFH: behaviour tree + group tree) matches this structure; `group_deviation=0`
@@ -84,6 +95,10 @@ FEATURE_WEIGHTS = {CMPL: (-0.5, 0.1, 0.3), FINISH: (-0.8, 0.1, 0.3), SKIP: (0.3,
 USER_AGES, USER_REGIONS, ITEM_TAGS, ITEMS_PER_AUTHOR = 8, 20, 40, 10
 POPULARITY_EXPONENT = 0.8
 CATEGORICAL_FIELDS = ("user_id", "item_id", "user_group", "user_age", "user_region", "item_tag", "item_author")
+SCENARIO_FIELD = "scenario"  # a further categorical input where the world has more than one scenario
+# The scenario keys are read with these defaults and are not in conf/data/synthetic.yaml: a key added there would
+# change every simulator run id (the hash of the resolved config). Set them with `+data.scenarios=3`.
+SCENARIO_DEFAULTS = {"scenarios": 1, "scenario_deviation": 0.5}
 DENSE_FIELDS = ["item_duration", "item_popularity", "context"]
 
 
@@ -110,6 +125,8 @@ class Settings:
     validation_fraction: float
     test_fraction: float
     extra_test_fraction: float
+    scenarios: int = 1  # S
+    scenario_deviation: float = 0.5  # e
 
     @property
     def total_rows(self) -> int:
@@ -140,6 +157,20 @@ class World:
     noise_scale: torch.Tensor  # [B] float32, std of the unobserved noise in each label's logit
     bias: torch.Tensor  # [B] float32, β (calibrated)
     authors: int
+    scenario_cdf: torch.Tensor | None = None  # [S] float32 cumulative row shares; None: one scenario
+    user_factor: torch.Tensor | None = None  # [U] × [K] p_u (only with scenarios)
+    scenario_matrix: torch.Tensor | None = None  # [S, K, K] e·Q_σ / √K
+    scenario_shift: torch.Tensor | None = None  # [S] e·o_σ
+
+    @property
+    def scenarios(self) -> int:
+        """S, the number of scenarios."""
+        return 1 if self.scenario_cdf is None else int(self.scenario_cdf.shape[0])
+
+
+def scenario_names(count: int) -> list[str]:
+    """The simulator's scenario values: s0, s1, … (s0 the largest)."""
+    return [f"s{index}" for index in range(count)]
 
 
 def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
@@ -149,13 +180,15 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
     world = build_world(settings)
     rows = settings.total_rows
     behaviours = len(BEHAVIOUR_NAMES)
-    vocabulary = [settings.users + 1, settings.items + 1, len(USER_GROUPS) + 1, USER_AGES + 1, USER_REGIONS + 1,
-                  ITEM_TAGS + 1, world.authors + 1]
-    schema = Schema(categorical=dict(zip(CATEGORICAL_FIELDS, vocabulary)), dense=list(DENSE_FIELDS),
-                    behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS), name="synthetic")
+    vocabulary = dict(zip(CATEGORICAL_FIELDS, [settings.users + 1, settings.items + 1, len(USER_GROUPS) + 1,
+                                               USER_AGES + 1, USER_REGIONS + 1, ITEM_TAGS + 1, world.authors + 1]))
+    if world.scenarios > 1:
+        vocabulary[SCENARIO_FIELD] = world.scenarios + 1
+    schema = Schema(categorical=vocabulary, dense=list(DENSE_FIELDS), behaviours=dict(BEHAVIOURS),
+                    groups=list(USER_GROUPS), name="synthetic", scenarios=scenario_names(world.scenarios))
     output = Dataset(
         schema=schema,
-        categorical=torch.empty(rows, len(CATEGORICAL_FIELDS), dtype=torch.int64),
+        categorical=torch.empty(rows, len(vocabulary), dtype=torch.int64),
         dense=torch.empty(rows, len(DENSE_FIELDS), dtype=torch.float32),
         labels=torch.empty(rows, behaviours, dtype=torch.float32),
         label_mask=torch.empty(rows, behaviours, dtype=torch.bool),
@@ -163,6 +196,7 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
         split=torch.empty(rows, dtype=torch.int64),
         user=torch.empty(rows, dtype=torch.int64),
         oracle=torch.empty(rows, behaviours, dtype=torch.float32),
+        scenario=torch.empty(rows, dtype=torch.int64),
     )
     test_start = settings.rows - round(settings.rows * settings.test_fraction)
     validation_start = test_start - round(settings.rows * settings.validation_fraction)
@@ -170,7 +204,8 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
     with _progress(blocks, show=not quiet and rows >= PROGRESS_MIN_ROWS) as advance:
         for block in range(blocks):
             start, end = block * BLOCK_ROWS, min((block + 1) * BLOCK_ROWS, rows)
-            _write_block(world, settings, _generator(settings.seed, 1, block), output, start, end)
+            _write_block(world, settings, _generator(settings.seed, 1, block), _generator(settings.seed, 4, block),
+                         output, start, end)
             row_index = torch.arange(start, end)
             output.split[start:end] = (row_index >= validation_start).long() + (row_index >= test_start).long()
             advance()
@@ -210,6 +245,9 @@ def read_settings(data_cfg: DictConfig) -> Settings:
             raise ConfigError(f"{CONFIG_FILE}: data.{key} must sum to {total:g} (got {sum(values):.6g})")
         return tuple(float(item) for item in values)
 
+    def optional(key: str, check: Callable[[str], float]) -> float:
+        return check(key) if data_cfg.get(key) is not None else SCENARIO_DEFAULTS[key]
+
     groups = list(USER_GROUPS)
     settings = Settings(
         seed=int(number("seed", 0, integer=True)), rows=int(number("rows", 1, integer=True)),
@@ -224,6 +262,8 @@ def read_settings(data_cfg: DictConfig) -> Settings:
         missing_fraction=number("missing_fraction", 0, 1),
         validation_fraction=number("validation_fraction", 0, 1), test_fraction=number("test_fraction", 0, 1),
         extra_test_fraction=number("extra_test_fraction", 0),
+        scenarios=int(optional("scenarios", lambda key: number(key, 1, 64, integer=True))),
+        scenario_deviation=float(optional("scenario_deviation", lambda key: number(key, 0))),
     )
     if settings.validation_fraction + settings.test_fraction >= 1:
         raise ConfigError(f"{CONFIG_FILE}: data.validation_fraction + data.test_fraction must be below 1")
@@ -299,8 +339,23 @@ def build_world(settings: Settings) -> World:
         cmpl_noise=settings.cmpl_noise, noise_scale=noise_scale,
         bias=torch.zeros(behaviours), authors=authors,
     )
+    if settings.scenarios > 1:
+        _add_scenarios(world, settings, user_factor)
     world.bias = _calibrated_bias(world, settings)
     return world
+
+
+def _add_scenarios(world: World, settings: Settings, user_factor: torch.Tensor) -> None:
+    """The scenario deviation's constants, from the scenario world stream (seed, 3): row shares ∝ 2^-k, offsets
+    o_σ ~ N(0, 1) and matrices Q_σ (module docstring)."""
+    generator = _generator(settings.seed, 3)
+    count, latent = settings.scenarios, settings.latent_dim
+    shares = 0.5 ** np.arange(count)
+    world.scenario_cdf = torch.tensor(np.cumsum(shares / shares.sum()), dtype=torch.float32)
+    world.scenario_shift = settings.scenario_deviation * torch.randn(count, generator=generator)
+    matrix = torch.randn(count, latent, latent, generator=generator) / math.sqrt(latent)
+    world.scenario_matrix = settings.scenario_deviation * matrix / math.sqrt(latent)
+    world.user_factor = user_factor
 
 
 @dataclass
@@ -315,10 +370,12 @@ class _Rows:
     realised_logit: torch.Tensor  # [R, B] a_b plus the row's unobserved noise
     label_uniform: torch.Tensor  # [R, B]
     missing_uniform: torch.Tensor  # [R]
+    scenario: torch.Tensor  # [R] int64 (0 with one scenario)
 
 
-def _draw_rows(world: World, generator: torch.Generator) -> _Rows:
-    """Draw one whole block of BLOCK_ROWS rows (always whole, so a block's rows never depend on its length)."""
+def _draw_rows(world: World, generator: torch.Generator, scenario_generator: torch.Generator) -> _Rows:
+    """Draw one whole block of BLOCK_ROWS rows (always whole, so a block's rows never depend on its length); the
+    scenarios from their own stream, and only where the world has more than one."""
     behaviours = len(BEHAVIOUR_NAMES)
     uniform = torch.rand(BLOCK_ROWS, 4 + behaviours, generator=generator)
     gaussian = torch.randn(BLOCK_ROWS, 3, generator=generator)
@@ -331,27 +388,37 @@ def _draw_rows(world: World, generator: torch.Generator) -> _Rows:
     interaction = (world.user_projection.index_select(0, user)
                    * world.item_factor.index_select(0, item)[:, None, :]).sum(-1)  # [R, B]
     logit = world.bias + interaction + features @ world.feature_weights + world.group_shift.index_select(0, group)
+    scenario = torch.zeros(BLOCK_ROWS, dtype=torch.int64)
+    if world.scenario_cdf is not None:
+        scenario = torch.searchsorted(world.scenario_cdf, torch.rand(BLOCK_ROWS, generator=scenario_generator),
+                                      right=True).clamp_(max=world.scenarios - 1)
+        item_factor = world.item_factor.index_select(0, item)  # [R, K]
+        user_side = torch.einsum("rk,rkj->rj", world.user_factor.index_select(0, user),
+                                 world.scenario_matrix.index_select(0, scenario))
+        deviation = world.scenario_shift.index_select(0, scenario) + (user_side * item_factor).sum(-1)  # [R]
+        logit = logit + world.behaviour_sign * deviation[:, None]
     # ε_n enters every behaviour of the row (signed by λ_b); η_n only the watch ratio.
     realised_logit = (logit + world.behaviour_sign * (world.noise * gaussian[:, 1:2])
                       + world.is_cmpl * (world.cmpl_noise * gaussian[:, 2:3]))
     return _Rows(group=group, user=user, item=item, features=features, logit=logit, realised_logit=realised_logit,
-                 label_uniform=uniform[:, 4:], missing_uniform=uniform[:, 3])
+                 label_uniform=uniform[:, 4:], missing_uniform=uniform[:, 3], scenario=scenario)
 
 
-def _write_block(world: World, settings: Settings, generator: torch.Generator, output: Dataset, start: int,
-                 end: int) -> None:
+def _write_block(world: World, settings: Settings, generator: torch.Generator, scenario_generator: torch.Generator,
+                 output: Dataset, start: int, end: int) -> None:
     """Draw one block and write its first `end - start` rows into the preallocated output tensors.
 
     Everything is computed on the whole block and sliced only when written: vectorised kernels may round a
     short tensor's tail differently, and a row must not depend on where the data end.
     """
     count = end - start
-    rows = _draw_rows(world, generator)
+    rows = _draw_rows(world, generator, scenario_generator)
     probability = torch.sigmoid(rows.realised_logit)
     labels = torch.where(world.is_cmpl, probability, (rows.label_uniform < probability).float())
     watch_columns = torch.tensor([name in WATCH_BEHAVIOURS for name in BEHAVIOUR_NAMES])
     present = ~((rows.missing_uniform[:, None] < settings.missing_fraction) & watch_columns)
     user_id = world.user_id.index_select(0, rows.user)
+    scenario_input = [rows.scenario[:, None] + 1] if world.scenarios > 1 else []
     block = {
         "labels": labels * present,
         "label_mask": present,
@@ -360,8 +427,9 @@ def _write_block(world: World, settings: Settings, generator: torch.Generator, o
         "user": user_id,
         "categorical": torch.cat([user_id[:, None], rows.item[:, None] + 1, rows.group[:, None] + 1,
                                   world.user_attributes.index_select(0, rows.user),
-                                  world.item_attributes.index_select(0, rows.item)], dim=1),
+                                  world.item_attributes.index_select(0, rows.item), *scenario_input], dim=1),
         "dense": rows.features,
+        "scenario": rows.scenario,
     }
     for name, values in block.items():
         getattr(output, name)[start:end] = values[:count]
@@ -382,7 +450,7 @@ def _calibrated_bias(world: World, settings: Settings) -> torch.Tensor:
     The sample is one block from its own stream (seed, 2) drawn with β = 0; the unobserved noise is sampled, so
     the mean estimates the overall label rate. Bisection, all behaviours at once.
     """
-    rest = _draw_rows(world, _generator(settings.seed, 2)).realised_logit  # [R, B] with bias 0
+    rest = _draw_rows(world, _generator(settings.seed, 2), _generator(settings.seed, 5)).realised_logit  # [R, B] with bias 0
     target = torch.tensor(settings.positive_rates)
     low, high = torch.full_like(target, -40.0), torch.full_like(target, 40.0)
     for _ in range(30):  # bracket width 80 / 2^30: far below float32 resolution of a logit
@@ -414,7 +482,8 @@ def _largest_remainder(total: int, shares: tuple[float, ...]) -> list[int]:
 
 
 def _generator(seed: int, *stream: int) -> torch.Generator:
-    """A torch generator for one named random stream of `seed` (0 world, 1 rows by block, 2 calibration)."""
+    """A torch generator for one named random stream of `seed` (0 world, 1 rows by block, 2 calibration; the
+    scenarios': 3 world, 4 rows by block, 5 calibration)."""
     state = np.random.SeedSequence((seed, *stream)).generate_state(1, dtype=np.uint64)[0]
     return torch.Generator().manual_seed(int(state))
 

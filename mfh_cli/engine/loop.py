@@ -1,6 +1,7 @@
 """The training loop: batches are slices of a permutation, early stopping on the validation loss, history.
 
-Shape letters: N rows, B batch rows, T behaviours of the task grid, G user groups.
+Shape letters: N rows, B batch rows, T behaviours of the task grid, C cells of the run (a task is a behaviour × a
+cell: the user groups on a two-facet grid, group × scenario on a three-facet one; tasks.cell_facets).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from mfh_cli.models import build_model
 from mfh_cli.models.loss import elementwise_loss
 from mfh_cli.models.parts.fused import use_fused_kernels
 from mfh_cli.models.weighting import LossWeighting, build_weighting
-from mfh_cli.tasks import task_name
+from mfh_cli.tasks import USER_GROUP, task_name
 
 
 @dataclass
@@ -33,29 +34,32 @@ class Split:
 
     categorical: torch.Tensor  # [N, C]
     dense: torch.Tensor  # [N, D]
-    group: torch.Tensor  # [N]
+    cell: torch.Tensor  # [N] the row's cell of the run (its user group on a two-facet grid)
     labels: torch.Tensor  # [N, T]
-    mask: torch.Tensor  # [N, T] label exists (the model reads each row's own group, SPEC §3)
+    mask: torch.Tensor  # [N, T] label exists (the model reads each row's own cell, SPEC §3)
     oracle: torch.Tensor | None = None  # [N, T]
     user: torch.Tensor | None = None  # [N] user id (Dataset.user: raw ids, for per-user metrics such as gAUC)
 
     def __len__(self) -> int:
-        return int(self.group.shape[0])
+        return int(self.cell.shape[0])
 
     def rows(self, index: torch.Tensor | slice) -> Split:
         """The rows at `index`: a copy for a tensor of row numbers, views for a slice."""
-        return Split(self.categorical[index], self.dense[index], self.group[index], self.labels[index],
+        return Split(self.categorical[index], self.dense[index], self.cell[index], self.labels[index],
                      self.mask[index], None if self.oracle is None else self.oracle[index],
                      None if self.user is None else self.user[index])
 
 
-def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device) -> dict[str, Split]:
-    """Slice the dataset into train/validation/test for the given behaviours, moved to `device` once.
+def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device,
+                   cells: dict[str, list[str]] | None = None) -> dict[str, Split]:
+    """Slice the dataset into train/validation/test for the given behaviours and the run's cell facets (`cells`,
+    `model.cell_facets`; None: the user groups), moved to `device` once.
 
     A split whose rows are one contiguous range (time-ordered data) is a view of the dataset, not a copy, so
     that 1e7 rows do not hold their features twice in memory.
     """
     columns = dataset.behaviour_columns(behaviours)
+    cell = dataset.group if cells is None or list(cells) == [USER_GROUP.name] else dataset.cells(cells)
     every_column = columns == list(range(dataset.labels.shape[1]))
     splits = {}
     for index, name in enumerate(SPLITS):
@@ -68,7 +72,7 @@ def prepare_splits(dataset: Dataset, behaviours: list[str], device: torch.device
             chosen = values[rows]
             return (chosen if every_column else chosen[:, columns]).to(device)
 
-        splits[name] = Split(rows_of(dataset.categorical), rows_of(dataset.dense), rows_of(dataset.group),
+        splits[name] = Split(rows_of(dataset.categorical), rows_of(dataset.dense), rows_of(cell),
                              labels_of(dataset.labels), labels_of(dataset.label_mask),
                              None if dataset.oracle is None else labels_of(dataset.oracle),
                              rows_of(dataset.user))
@@ -104,7 +108,7 @@ class Trainer:
         self.base_model = model if base_model is None else base_model  # uncompiled: state dict, parameter counts
         self.weighting = weighting  # the loss of the [B, T] terms (models/weighting.py); may hold learned weights
         self.kinds: list[str] = list(model.kinds)
-        self.groups: list[str] = list(model.groups)
+        self.cells: list[str] = list(model.cells)  # the run's cells: metrics, history and loss weights per cell
         self.behaviours: list[str] = list(model.behaviours)
         self.device = splits["train"].labels.device
         self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
@@ -122,7 +126,7 @@ class Trainer:
 
     def forward(self, batch: Split) -> torch.Tensor:
         with self.autocast():
-            outputs = self.model(batch.categorical, batch.dense, batch.group)
+            outputs = self.model(batch.categorical, batch.dense, batch.cell)
         return outputs.float()
 
     @torch.no_grad()
@@ -138,7 +142,7 @@ class Trainer:
         criterion; a non-finite one is a RunError."""
         outputs = self.predict(split)
         elementwise = elementwise_loss(outputs, split.labels, self.kinds)
-        loss = float(self.weighting.fixed_loss(elementwise, split.mask, split.group))
+        loss = float(self.weighting.fixed_loss(elementwise, split.mask, split.cell))
         if not math.isfinite(loss):
             raise RunError(f"{name} loss is {loss} after step {self.step} ({name} split, "
                            f"{self.first_non_finite(elementwise, split)}): the run diverged; lower trainer.lr; "
@@ -146,35 +150,35 @@ class Trainer:
         return loss
 
     def first_non_finite(self, values: torch.Tensor, rows: Split) -> str:
-        """'task <behaviour>_<group>' of the first active value of `values` [N, T] that is NaN or infinite."""
+        """'task <behaviour>_<cell>' of the first active value of `values` [N, T] that is NaN or infinite."""
         bad = rows.mask & ~torch.isfinite(values)
         if not bad.any():
             return "task unknown: the network produced a non-finite value outside the masked terms"
         row, column = (int(i) for i in bad.nonzero()[0])
-        return f"task {task_name(self.behaviours[column], self.groups[int(rows.group[row])])}"
+        return f"task {task_name(self.behaviours[column], self.cells[int(rows.cell[row])])}"
 
-    def group_sums(self, elementwise: torch.Tensor, batch: Split) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per (group, behaviour) sums and counts of a batch's losses over rows whose label exists: [G, T] each."""
+    def cell_sums(self, elementwise: torch.Tensor, batch: Split) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per (cell, behaviour) sums and counts of a batch's losses over rows whose label exists: [C, T] each."""
         masked = torch.where(batch.mask, elementwise.detach(), torch.zeros_like(elementwise))
-        sums = torch.zeros(len(self.groups), len(self.behaviours), dtype=torch.float64, device=self.device)
+        sums = torch.zeros(len(self.cells), len(self.behaviours), dtype=torch.float64, device=self.device)
         counts = torch.zeros_like(sums)
-        sums.index_add_(0, batch.group, masked.double())
-        counts.index_add_(0, batch.group, batch.mask.double())
+        sums.index_add_(0, batch.cell, masked.double())
+        counts.index_add_(0, batch.cell, batch.mask.double())
         return sums, counts
 
     def history_rows(self, epoch: int, split: str, sums: torch.Tensor, counts: torch.Tensor) -> list[dict]:
         means = (sums / counts.clamp(min=1)).cpu()
         present = (counts > 0).cpu()
-        return [{"step": self.step, "epoch": epoch, "split": split, "group": group, "task": behaviour,
-                 "loss": float(means[g, t])}
-                for g, group in enumerate(self.groups) for t, behaviour in enumerate(self.behaviours)
-                if present[g, t]]
+        return [{"step": self.step, "epoch": epoch, "split": split, "group": cell, "task": behaviour,
+                 "loss": float(means[c, t])}
+                for c, cell in enumerate(self.cells) for t, behaviour in enumerate(self.behaviours)
+                if present[c, t]]
 
     def test_history(self, epoch: int, test_rows: Split) -> list[dict]:
         outputs = self.predict(test_rows)
         elementwise = elementwise_loss(outputs, test_rows.labels, self.kinds)
         self.model.train()
-        return self.history_rows(epoch, "test", *self.group_sums(elementwise, test_rows))
+        return self.history_rows(epoch, "test", *self.cell_sums(elementwise, test_rows))
 
 
     def train_step(self, batch: Split, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,7 +186,7 @@ class Trainer:
         elementwise = elementwise_loss(self.forward(batch), batch.labels, self.kinds)
         if self.config.nan_at_step is not None and self.step == int(self.config.nan_at_step):
             elementwise = inject_nan(elementwise, batch.mask)
-        loss = self.weighting(elementwise, batch.mask, batch.group)
+        loss = self.weighting(elementwise, batch.mask, batch.cell)
         # Scale to the global number of active terms so summed gradients equal the whole batch's.
         totals = self.context.sum(torch.tensor([float(batch.mask.sum()), float(not torch.isfinite(loss))],
                                                device=self.device))
@@ -221,7 +225,7 @@ class Trainer:
                     loss, elementwise = self.train_step(batch, epoch)
                     samples += len(index)
                     if history_every:
-                        batch_sums, batch_counts = self.group_sums(elementwise, batch)
+                        batch_sums, batch_counts = self.cell_sums(elementwise, batch)
                         sums = batch_sums if sums is None else sums + batch_sums
                         counts = batch_counts if counts is None else counts + batch_counts
                         if self.step % history_every == 0:
@@ -285,8 +289,8 @@ def build_trainer(cfg: DictConfig, dataset: Dataset, device: torch.device | str 
     torch.manual_seed(int(cfg.seed))  # model initialisation; data order has its own generator
     model = build_model(cfg, dataset.schema).to(device)  # checks the task grid against the dataset
     use_fused_kernels(model, str(cfg.trainer.kernels) == "fused")  # resolved by engine/placement.py in train()
-    splits = prepare_splits(dataset, model.behaviours, device)
-    weighting = build_weighting(cfg, model.groups, model.behaviours, model.kinds).to(device)
+    splits = prepare_splits(dataset, model.behaviours, device, model.cell_facets)
+    weighting = build_weighting(cfg, model.cells, model.behaviours, model.kinds).to(device)
     runnable = torch.compile(model) if cfg.trainer.compile else model
     return Trainer(runnable, splits, cfg.trainer, weighting, int(cfg.seed), context, show_progress=show_progress,
                    base_model=model)

@@ -1,5 +1,5 @@
-"""Per-group, per-behaviour metrics (SPEC §4): every metric the registry (`mfh_cli/tasks.py`) holds for the
-behaviour's kind, on the cell's rows.
+"""Per-cell, per-behaviour metrics (SPEC §4): every metric the registry (`mfh_cli/tasks.py`) holds for the
+behaviour's kind, on the cell's rows. A cell of the run is a user group (× scenario on a three-facet grid).
 
 Computed in numpy: its SIMD argsort and boolean selection are several times faster than torch's on CPU.
 Shape letters: N rows, T behaviours of the task grid.
@@ -42,7 +42,8 @@ def cell_metric(kind: str, predictions: torch.Tensor | np.ndarray, labels: torch
 def group_metrics(predictions: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, group: torch.Tensor,
                   behaviours: list[str], kinds: list[str], groups: list[str],
                   users: torch.Tensor | None = None) -> dict:
-    """{group: {behaviour: cell}} over rows whose label exists; predictions [N, T] from each row's own group,
+    """{cell name: {behaviour: cell}} over rows whose label exists: `group` [N] is each row's index into the run's
+    cells `groups` (the user groups on a two-facet grid); predictions [N, T] from each row's own cell's towers,
     `users` [N] each row's user id (for gAUC; None: one user)."""
     # Column-major copies make each behaviour's column contiguous for the selections below.
     predictions, labels = np.asfortranarray(_numpy(predictions)), np.asfortranarray(_numpy(labels))

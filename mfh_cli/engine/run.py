@@ -182,13 +182,14 @@ def dataset_for(cfg: DictConfig, data_dir: Path | None, cache_dir: Path, quiet: 
 
 
 def evaluate(trainer: Trainer, split: Split, name: str) -> dict:
-    """Per-group, per-behaviour metrics of the trained model on split `name`; a non-finite output is a RunError."""
+    """Per-cell (user group; × scenario on a three-facet grid), per-behaviour metrics of the trained model on split
+    `name`; a non-finite output is a RunError."""
     predictions = trainer.predict(split)
     if not torch.isfinite(predictions[split.mask]).all():
         raise RunError(f"non-finite {name} predictions ({name} split, {trainer.first_non_finite(predictions, split)}"
                        "): the run diverged; lower trainer.lr; no run directory was written")
-    return group_metrics(predictions, split.labels, split.mask, split.group, trainer.behaviours, trainer.kinds,
-                         trainer.groups, split.user)
+    return group_metrics(predictions, split.labels, split.mask, split.cell, trainer.behaviours, trainer.kinds,
+                         trainer.cells, split.user)
 
 
 def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
@@ -198,8 +199,8 @@ def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
     if splits["test"].oracle is None:
         return None
     return {name: group_metrics(oracle_scores(splits[name].oracle, trainer.kinds), splits[name].labels,
-                                splits[name].mask, splits[name].group, trainer.behaviours, trainer.kinds,
-                                trainer.groups, splits[name].user)
+                                splits[name].mask, splits[name].cell, trainer.behaviours, trainer.kinds,
+                                trainer.cells, splits[name].user)
             for name in ("test", "validation")}
 
 

@@ -1,4 +1,5 @@
-"""Loss weighting across the task cells (behaviour × group), its own axis: `trainer.weighting` (SPEC §3).
+"""Loss weighting across the task cells (behaviour × cell of the run: its user group, × scenario on a three-facet
+grid), its own axis: `trainer.weighting` (SPEC §3).
 
 The architecture (models/zoo.py) and the weighting are separate modules, as in LibMTL: a weighting turns the
 per-row, per-behaviour losses [B, Tb] into the scalar to minimise.
@@ -11,7 +12,7 @@ per-row, per-behaviour losses [B, Tb] into the scalar to minimise.
   binary (cross-entropy L):           exp(−s)·L + 0.5·s        (Boltzmann likelihood, eq. 10's approximation)
   and, as for `fixed`, the loss is the sum of the task-weighted active terms over their number. The 0.5·s form
   with s = log σ² is LibMTL's (`LibMTL/weighting/UW.py`). A cell with task weight 0 stays off.
-Shape letters: B rows, G user groups, Tb behaviours of the task grid.
+Shape letters: B rows, G cells of the run (the user groups on a two-facet grid), Tb behaviours of the task grid.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ PRECISION_FACTOR = {"regression": 0.5, "binary": 1.0}
 
 
 def task_weights(cfg: DictConfig, groups: list[str], behaviours: list[str]) -> torch.Tensor:
-    """[G, Tb] loss weights (SPEC §3): trainer.task_weights maps `<behaviour>_<group>` or `<behaviour>` → weight."""
+    """[G, Tb] loss weights (SPEC §3) of the run's cells `groups`: trainer.task_weights maps a task
+    (`<behaviour>_<group>`, `<behaviour>_<group>_<scenario>`) or `<behaviour>` → weight."""
     configured = dict(cfg.trainer.get("task_weights") or {})
     known = {task_name(b, g) for b in behaviours for g in groups} | set(behaviours)
     unknown = sorted(set(configured) - known)
@@ -51,7 +53,7 @@ class LossWeighting(nn.Module):
         self.register_buffer("weights", weights.float())  # [G, Tb] the configured task weights
 
     def forward(self, elementwise: torch.Tensor, mask: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-        """The training loss of per-row losses [B, Tb] with label mask [B, Tb] for rows of `group` [B]."""
+        """The training loss of per-row losses [B, Tb] with label mask [B, Tb] for rows of cell `group` [B]."""
         return multitask_loss(elementwise, mask, self.weights[group])
 
     def fixed_loss(self, elementwise: torch.Tensor, mask: torch.Tensor, group: torch.Tensor) -> torch.Tensor:

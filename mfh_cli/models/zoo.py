@@ -3,10 +3,19 @@
 Every model is: input (embeddings + dense, or a given width) → `TaskForest` (level 0 + trees) → `Towers`
 (+ a `BiasTower` for biasnet). The YAML chooses the trees, the switcher of each level, the towers per group
 and the bias tower, so a new variant is a YAML file. Shape letters: B rows, C categorical fields, D dense
-features, F input width, T tasks, Tb behaviours.
+features, F input width, T tasks, Tb behaviours, C' cells of the run.
+
+Routing. A row belongs to one cell of the run (`tasks.cell_facets`: its user group, and its scenario where the
+grid has one); the model takes that cell index and reads the row's outputs from the towers of the cell over its
+own facets (the facets its trees split by: a model over behaviour × group on a behaviour × group × scenario grid
+serves every scenario of a group from the group's towers). For a two-facet grid the run's cells are the user
+groups, so the cell index is the group index and nothing is remapped.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -20,27 +29,37 @@ from mfh_cli.models.parts.embeddings import FeatureEmbedding
 from mfh_cli.models.parts.switchers import SwitcherSpec
 from mfh_cli.models.parts.towers import Towers
 from mfh_cli.models.trees import TaskForest, parse_tree
-from mfh_cli.tasks import BEHAVIOUR, USER_GROUP, run_facets, task_names
+from mfh_cli.tasks import BEHAVIOUR, USER_GROUP, cell_facets, cell_names, run_facets, task_names
 
 SHARED_TOWER = "all"  # the towers key of a model without the group facet (one tower per behaviour)
 
 
 class MultiTaskModel(nn.Module):
-    """`model(categorical [B, C], dense [B, D], group [B]) → [B, Tb]` raw outputs (logit or value) of the task
-    grid's behaviours, read from each row's own group's towers (ARCHITECTURE.md "Model contract")."""
+    """`model(categorical [B, C], dense [B, D], cell [B]) → [B, Tb]` raw outputs (logit or value) of the task
+    grid's behaviours, read from the towers of each row's own cell (ARCHITECTURE.md "Model contract"); `cell`
+    indexes `model.cells` (the user groups on a two-facet grid)."""
 
     def __init__(self, name: str, behaviours: list[str], kinds: list[str], groups: list[str], input_dim: int,
-                 embedding: FeatureEmbedding | None, forest: TaskForest, towers: Towers, bias: BiasTower | None):
+                 embedding: FeatureEmbedding | None, forest: TaskForest, towers: Towers, bias: BiasTower | None,
+                 cells: dict[str, list[str]] | None = None, tower_facets: dict[str, list[str]] | None = None):
         super().__init__()
         self.name, self.behaviours, self.kinds, self.groups = name, behaviours, kinds, groups
+        self.cell_facets = cells or {USER_GROUP.name: list(groups)}  # the run's cells: {facet: values}
+        self.tower_facets = tower_facets if tower_facets is not None else (
+            {USER_GROUP.name: list(groups)} if towers.grouped else {})  # the facets the towers split by, but behaviour
+        self.cells = cell_names(self.cell_facets)  # names of the run's cells (`high`, `high_tab1`)
         self.input_dim = input_dim  # F, the width forward_features takes
         self.embedding, self.forest, self.towers, self.bias = embedding, forest, towers, bias
+        # [C'] the model's tower cell and the user group of every cell of the run; None where it is the identity.
+        self.register_buffer("tower_cell", _projection(self.cell_facets, self.tower_facets), persistent=False)
+        self.register_buffer("cell_group", _projection(self.cell_facets, {USER_GROUP.name: list(groups)}),
+                             persistent=False)
 
     @property
     def tasks(self) -> list[str]:
-        """Task names `<behaviour>_<group>` (behaviour-major), or the behaviours for a model without groups."""
-        grid = {BEHAVIOUR.name: self.behaviours, **({USER_GROUP.name: self.groups} if self.towers.grouped else {})}
-        return task_names(grid)
+        """Task names `<behaviour>_<group>[_<scenario>]` of the towers (behaviour-major), or the behaviours for a
+        model without further facets."""
+        return task_names({BEHAVIOUR.name: self.behaviours, **self.tower_facets})
 
     def parameter_counts(self) -> dict[str, int]:
         """Trainable parameters: the embedding table apart from the network (`mfh model describe`, metrics.json)."""
@@ -48,17 +67,31 @@ class MultiTaskModel(nn.Module):
         total = sum(p.numel() for p in self.parameters())
         return {"embeddings": embeddings, "network": total - embeddings, "total": total}
 
-    def forward(self, categorical: torch.Tensor, dense: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    def forward(self, categorical: torch.Tensor, dense: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
         if self.embedding is None:
-            raise RuntimeError("this model was built with input_dim: call forward_features(x, group)")
-        return self.forward_features(self.embedding(categorical, dense), group)
+            raise RuntimeError("this model was built with input_dim: call forward_features(x, cell)")
+        return self.forward_features(self.embedding(categorical, dense), cell)
 
-    def forward_features(self, x: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-        """x [B, F] (after the embedding layer), group [B] → [B, Tb]."""
-        outputs = self.towers(self.forest(x), group)
+    def forward_features(self, x: torch.Tensor, cell: torch.Tensor) -> torch.Tensor:
+        """x [B, F] (after the embedding layer), cell [B] (index into `model.cells`) → [B, Tb]."""
+        tower_cell = cell if self.tower_cell is None else self.tower_cell[cell]
+        outputs = self.towers(self.forest(x), tower_cell)
         if self.bias is not None:
-            outputs = outputs + self.bias(group)
+            outputs = outputs + self.bias(cell if self.cell_group is None else self.cell_group[cell])
         return outputs
+
+
+def _projection(cells: dict[str, list[str]], facets: dict[str, list[str]]) -> torch.Tensor | None:
+    """[C'] for every cell of `cells` (canonical order) its index among the value combinations of `facets`, a
+    subset of its facets (0 for none); None when that is every cell's own index."""
+    index = []
+    for values in itertools.product(*(range(len(names)) for names in cells.values())):
+        by_facet, position = dict(zip(cells, values)), 0
+        for facet, names in facets.items():
+            position = position * len(names) + by_facet[facet]
+        index.append(position)
+    return None if index == list(range(len(index))) and len(index) == math.prod(map(len, facets.values())) \
+        else torch.tensor(index)
 
 
 def _plain(node):
@@ -123,7 +156,7 @@ def _tree_facets(trees: list[str], grid: dict[str, list[str]], tasks_name: str) 
 
 def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -> MultiTaskModel:
     """The model `cfg.model` at sizes `cfg.size` for the task grid of `cfg.tasks` (`tasks.run_facets`: the
-    behaviours `cfg.tasks.behaviours` × the dataset's `schema.groups`).
+    behaviours `cfg.tasks.behaviours` × the dataset's `schema.groups` (× its `schema.scenarios`)).
 
     With `input_dim`, no embeddings: the model takes a dense input of that width (`forward_features`).
     """
@@ -134,8 +167,11 @@ def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -
         raise ConfigError(f"tasks.behaviours: {', '.join(unknown)} not in the behaviours of dataset "
                           f"'{schema.name or cfg.data.name}' ({', '.join(schema.behaviours)})")
     trees = [str(tree) for tree in _plain(model.trees)]
-    facet_values = _tree_facets(trees, run_facets(cfg.tasks, schema), str(cfg.tasks.name))
+    grid = run_facets(cfg.tasks, schema)
+    facet_values = _tree_facets(trees, grid, str(cfg.tasks.name))
     grouped = USER_GROUP.name in facet_values
+    tower_facets = {facet: values for facet, values in facet_values.items() if facet != BEHAVIOUR.name}
+    cells_per_group = math.prod(len(values) for facet, values in tower_facets.items() if facet != USER_GROUP.name)
     dense = model.dense
     options = DenseOptions.from_config(dense.activation, str(dense.batch_norm), dense.dropout)
 
@@ -150,9 +186,9 @@ def build_model(cfg: DictConfig, schema: Schema, input_dim: int | None = None) -
     level0, branch_mlp = _sizes(model.level0, "model.level0"), _sizes(model.branch_mlp, "model.branch_mlp")
     forest = TaskForest(width, facet_values, level0, trees, levels, branch_mlp, options)
     towers = Towers(forest.output_dim, len(behaviours), _tower_sizes(model.towers, schema.groups, grouped), options,
-                    grouped)
+                    grouped, cells_per_group)
     bias_sizes = _sizes(model.get("bias_tower"), "model.bias_tower")
     bias = BiasTower(len(schema.groups), len(behaviours), bias_sizes, options) if bias_sizes else None
     kinds = [schema.behaviours[name] for name in behaviours]
     return MultiTaskModel(str(model.name), behaviours, kinds, list(schema.groups), width, embedding, forest, towers,
-                          bias)
+                          bias, cell_facets(grid, schema), tower_facets)

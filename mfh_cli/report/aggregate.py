@@ -28,6 +28,9 @@ TIDY_COLUMNS = ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high
 # An AUC cell whose test rows hold fewer positives (or negatives) than this prints no number: with k positives one
 # row moves the AUC by up to 1/k, more than 0.1 below 10, larger than any effect the tables ask about.
 MIN_CLASS_ROWS = 10
+# Any other cell (an MSE) over fewer test rows than this prints no number either: the small cells of a grid split by
+# a third facet (a rare scenario of a rare user group) can hold a few dozen rows.
+MIN_CELL_ROWS = 30
 
 
 def _scale(name: str) -> tuple:
@@ -82,17 +85,20 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     """The tidy table of a study (TIDY_COLUMNS) with verdicts against no paper; `paper.attach_paper` then fills
     the paper columns and decides again."""
     runs = study.runs.assign(scaled=lambda frame: to_unbounded(frame["value"], frame["metric"]))
+    if "rows" not in runs:  # a frame built without the runs' cell sizes
+        runs = runs.assign(rows=np.nan)
     cells = (runs.groupby(["group", "variant", "task", "metric"], sort=False)
              .agg(mean=("value", "mean"), n_seeds=("value", "count"), n_runs=("value", "size"),
                   reason=("reason", _first_reason), scaled_mean=("scaled", "mean"), scaled_std=("scaled", "std"),
-                  n_scaled=("scaled", "count"), positives=("positives", "min"), negatives=("negatives", "min"))
+                  n_scaled=("scaled", "count"), positives=("positives", "min"), negatives=("negatives", "min"),
+                  rows=("rows", "min"))
              .reset_index())
     # A seed whose value sits on the metric's bound has no place on the unbounded scale: no interval then.
     scaled_std = cells["scaled_std"].where(cells["n_scaled"] == cells["n_seeds"])
     cells["ci_low"], cells["ci_high"] = bounded_interval(cells["scaled_mean"], scaled_std, cells["n_seeds"],
                                                          cells["metric"])
-    cells["small_sample"] = [small_sample(metric, positives, negatives) for metric, positives, negatives
-                             in zip(cells["metric"], cells["positives"], cells["negatives"])]
+    cells["small_sample"] = [small_sample(metric, positives, negatives, rows) for metric, positives, negatives, rows
+                             in zip(cells["metric"], cells["positives"], cells["negatives"], cells["rows"])]
     cells["oracle_below"] = oracle_below(cells)
 
     reference_means = (cells.loc[cells["variant"] == study.reference, CELL + ["mean"]]
@@ -115,11 +121,12 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     return decide(_ordered(cells, study))[TIDY_COLUMNS]
 
 
-def small_sample(name: str, positives: float, negatives: float) -> str:
+def small_sample(name: str, positives: float, negatives: float, rows: float = float("nan")) -> str:
     """'too few positives (k in test)' (or negatives) for a cell of a metric resting on both classes (AUC, gAUC:
-    tasks.Metric.class_counts) below MIN_CLASS_ROWS of a class, else ''."""
+    tasks.Metric.class_counts) below MIN_CLASS_ROWS of a class; 'too few rows (k in test)' for another metric's
+    cell below MIN_CELL_ROWS rows; else ''."""
     if not metric(name).class_counts:
-        return ""
+        return f"too few rows ({int(rows)} in test)" if rows < MIN_CELL_ROWS else ""  # NaN compares False
     for name, count in (("positives", positives), ("negatives", negatives)):
         if count < MIN_CLASS_ROWS:  # NaN (not recorded) compares False
             return f"too few {name} ({int(count)} in test)"

@@ -11,7 +11,7 @@ import pandas as pd
 from rich.console import Console
 
 from mfh_cli.errors import ConfigError
-from mfh_cli.report.aggregate import MIN_CLASS_ROWS, summarise
+from mfh_cli.report.aggregate import MIN_CELL_ROWS, MIN_CLASS_ROWS, summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, datasets_of, find_studies
 from mfh_cli.report.figures import (figure_pair, mechanism_figure, mechanism_series, overfitting_figure,
                                     overfitting_improvements, overfitting_line, overfitting_series,
@@ -201,7 +201,10 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
         notes.append("one seed only: no interval and no paired test (run more seeds for error bars)")
     if ORACLE in set(tidy["variant"]):
         notes.append("oracle = the simulator's true expectations, an upper bound; its change is not tested")
-    if (tidy["small_sample"] != "").any():
+    if tidy["small_sample"].str.startswith("too few rows").any():
+        notes.append(f"too few rows (k in test): a cell (MSE) over fewer than {MIN_CELL_ROWS} test rows shows no "
+                     "number; its verdict rests on that noise (docs/statistics.md)")
+    if tidy["small_sample"].str.startswith(("too few positives", "too few negatives")).any():
         notes.append(f"too few positives (k in test): an AUC cell whose test rows hold fewer than {MIN_CLASS_ROWS} "
                      f"positives (or negatives) shows no number, since one row moves its AUC by up to 1/k; its "
                      f"verdict rests on that noise (docs/statistics.md)")

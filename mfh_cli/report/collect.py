@@ -27,7 +27,8 @@ class StudyResults:
 
     info: dict
     # RUNS_COLUMNS (test split only) + `reason` (why `value` is NaN, else empty) + `positives` and `negatives`
-    # (a binary cell's test rows of each class, from the run's metrics.json; NaN when not recorded)
+    # (a binary cell's test rows of each class) and `rows` (the cell's test rows), from the run's metrics.json;
+    # NaN when not recorded
     runs: pd.DataFrame
     directory: Path
 
@@ -124,7 +125,7 @@ def read_study(directory: Path, results_dir: Path | None = None, metric: str | N
     if info["reference"] not in set(runs["variant"]):
         raise DataError(f"{path}: column 'variant' lacks the reference '{info['reference']}' named in study.json")
     results_dir = results_dir if results_dir is not None else directory.parents[2]
-    runs["reason"], runs["positives"], runs["negatives"] = _cell_facts(runs, results_dir)
+    runs["reason"], runs["positives"], runs["negatives"], runs["rows"] = _cell_facts(runs, results_dir)
     return StudyResults(info=info, runs=runs, directory=directory)
 
 
@@ -254,12 +255,12 @@ def _numeric(frame: pd.DataFrame, column: str, path: Path) -> pd.Series:
     return values.astype("float64")
 
 
-def _cell_facts(runs: pd.DataFrame, results_dir: Path) -> tuple[list[str], list[float], list[float]]:
+def _cell_facts(runs: pd.DataFrame, results_dir: Path) -> tuple[list[str], list[float], list[float], list[float]]:
     """From each run's metrics.json (read once per run): why an empty `value` is empty (the reason its metric
-    records, else 'not computable'), and a binary cell's positive and negative test rows (NaN where the file does
-    not record them)."""
+    records, else 'not computable'), a binary cell's positive and negative test rows, and every cell's test rows
+    (NaN where the file does not record them)."""
     cells_of: dict[str, dict] = {}
-    reasons, positives, negatives = [], [], []
+    reasons, positives, negatives, rows = [], [], [], []
     for row in runs.itertuples(index=False):
         if row.run_id not in cells_of:
             cells_of[row.run_id] = _test_cells(results_dir / "runs" / row.run_id / "metrics.json")
@@ -271,7 +272,8 @@ def _cell_facts(runs: pd.DataFrame, results_dir: Path) -> tuple[list[str], list[
         reasons.append(reason)
         positives.append(float(cell["positives"]) if counted else float("nan"))
         negatives.append(float(cell["rows"] - cell["positives"]) if counted else float("nan"))
-    return reasons, positives, negatives
+        rows.append(float(cell["rows"]) if isinstance(cell.get("rows"), int) else float("nan"))
+    return reasons, positives, negatives, rows
 
 
 def _reason(cell: dict, metric: str) -> str | None:

@@ -24,6 +24,9 @@ class Study:
     seeds: int = 3
     paper_table: int | None = None
     overrides: list[str] = field(default_factory=list)  # applied to every variant, before the user's
+    # dataset name → overrides applied to every variant on that dataset only, after `overrides` (the simulator's
+    # scenarios in conf/study/three_facets.yaml: KuaiRand has its own and no such key)
+    data_overrides: dict[str, list[str]] = field(default_factory=dict)
     focus: dict | None = None  # overfitting study: {"task": ..., "group": ...}
     note: str = ""
     # variant → offset added to its run seeds: seed s of the variant trains with seed s + offset and is paired
@@ -95,6 +98,7 @@ def load_study(name: str) -> Study:
                       variants={k: list(v or []) for k, v in raw["variants"].items()},
                       reference=raw["reference"], seeds=int(raw.get("seeds", 3)),
                       paper_table=raw.get("paper_table"), overrides=list(raw.get("overrides") or []),
+                      data_overrides={k: list(v or []) for k, v in (raw.get("data_overrides") or {}).items()},
                       focus=raw.get("focus"), note=raw.get("note", ""),
                       seed_offsets={k: int(v) for k, v in (raw.get("seed_offsets") or {}).items()},
                       expected=dict(raw.get("expected") or {}),

@@ -38,7 +38,7 @@ from mfh_cli.config import compose, config_hash
 from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
 from mfh_cli.extras import require
 from mfh_cli.files import write_text_atomically
-from mfh_cli.studies.plan import run_overrides
+from mfh_cli.studies.plan import run_overrides, study_dataset
 from mfh_cli.studies.spec import Study, check_search_space, load_study
 
 if TYPE_CHECKING:
@@ -117,9 +117,11 @@ def plan_searches(study: Study, settings: TuningSettings) -> list[VariantSearch]
 
     searches = []
     unseeded = replace(study, seed_offsets={}, tuned=None)
+    dataset = study_dataset(study, settings.overrides)
     for grid in study.tasks:
         for variant in study.variants:
-            overrides = (*run_overrides(unseeded, variant, grid, settings.training_seed, settings.overrides),
+            overrides = (*run_overrides(unseeded, variant, grid, settings.training_seed, settings.overrides,
+                                       dataset),
                          *TRIAL_OVERRIDES)
             cfg, _ = resolve_placement(compose(overrides))  # as a trial trains it
             if not searches:

@@ -66,3 +66,18 @@ def test_cli_describe_kuairand_json_shows_slice_counts(run_mfh, kuairand_dir: Pa
     table = run_mfh("data", "describe", "kuairand", "--data-dir", str(kuairand_dir), check=True)
     assert "kuairand: 228,329 rows by 25,156 users (users with rows)" in table.stdout
     assert "users_with_rows" in table.stdout and "27,285" not in table.stdout
+
+
+def test_describe_frame_adds_a_row_per_scenario_between_the_groups_and_all(hand: Dataset):
+    from dataclasses import replace
+
+    scenarios = replace(hand, schema=replace(hand.schema, scenarios=["tab1", "tab_other"]),
+                        scenario=torch.tensor([0, 1, 0, 0, 1, 1, 0]))
+    frame = describe_frame(scenarios).set_index("group")
+    assert list(frame.index) == ["new", "low", "high", "tab1", "tab_other", "all"]
+    assert frame.loc[["tab1", "tab_other"], "rows"].tolist() == [4, 3]
+    assert frame.loc[["tab1", "tab_other"], "rows_test"].tolist() == [1, 2]
+    assert frame.loc[["tab1", "tab_other"], "users_with_rows"].tolist() == [4, 3]
+    assert frame.loc[["tab1", "tab_other"], "cmpl_mean"].tolist() == pytest.approx([2.6 / 4, 0.4 / 2])
+    assert frame.loc[["tab1", "tab_other"], "like_rate"].tolist() == pytest.approx([2 / 4, 1 / 3])
+    assert frame.loc[["tab1", "tab_other"], "cmpl_masked"].tolist() == [0, 1]

@@ -266,3 +266,13 @@ def test_train_stops_on_a_real_slice_copy_that_validate_rejects(run_mfh, kuairan
     # The writability check may have made runs/ (and its lock folder), but no run directory is there.
     assert not list(results.rglob("*.pt")) and not list(results.glob("runs/[!.]*"))
 
+
+
+def test_real_slice_scenarios_are_the_tabs_with_five_percent_of_train_rows_and_the_rest_pooled(kuairand,
+                                                                                              kuairand_dir: Path):
+    assert kuairand.schema.scenarios == ["tab1", "tab0", "tab4", "tab6", "tab_other"]  # data/README.md "Scenarios"
+    assert torch.bincount(kuairand.scenario, minlength=5).tolist() == [173_008, 20_254, 13_647, 11_208, 10_212]
+    tab = pd.read_csv(next(kuairand_dir.glob("log_standard_*.csv")), usecols=["tab"])["tab"].to_numpy()
+    assert len(tab) == len(kuairand)  # every row of the slice falls in a split: the loader keeps the log's order
+    for index, value in enumerate((1, 0, 4, 6)):
+        assert torch.equal(kuairand.scenario == index, torch.from_numpy(tab == value))

@@ -56,3 +56,15 @@ def test_split_of_dates_inclusive_ranges_and_outside():
 def test_bad_split_ranges_are_config_errors(split, message):
     with pytest.raises(ConfigError, match=message):
         split_ranges(OmegaConf.create({"split": split}))
+
+
+def test_tab_scenarios_keep_the_large_train_tabs_largest_first_and_pool_the_rest():
+    from mfh_cli.data.kuairand_format import OTHER_TABS, tab_scenarios
+
+    train_tabs = [1] * 80 + [4] * 6 + [0] * 10 + [2] * 4  # shares 80%, 6%, 10%, 4%
+    tab = np.array(train_tabs + [4, 2, 9])  # a test row of a tab never seen in train is pooled too
+    in_train = np.arange(len(tab)) < len(train_tabs)
+    names, index = tab_scenarios(tab, in_train)
+    assert names == ["tab1", "tab0", "tab4", OTHER_TABS]
+    assert index[[0, 80, 86, 96, 100, 101, 102]].tolist() == [0, 2, 1, 3, 2, 3, 3]
+    assert tab_scenarios(np.array([1, 1, 0]), np.ones(3, dtype=bool))[0] == ["tab1", "tab0"]  # nothing pooled

@@ -226,3 +226,36 @@ def test_cli_reports_a_bad_knob_as_one_error_line(run_mfh):
     assert result.returncode == ConfigError.exit_code
     assert result.stderr.strip().splitlines() == [
         "error: conf/data/synthetic.yaml: data.group_row_shares must sum to 1 (got 1.46)"]
+
+
+# Scenarios (issue 14): a third facet whose truth differs by construction, drawn from streams of its own.
+
+SCENARIO_ROWS = ("data.rows=20000", "data.extra_test_fraction=0")
+
+
+@pytest.mark.slow  # three simulations (~8 s on one core)
+def test_scenarios_differ_by_construction_and_leave_the_default_world_as_it_was():
+    default = simulate_with(*SCENARIO_ROWS)
+    silent = simulate_with(*SCENARIO_ROWS, "+data.scenarios=3", "+data.scenario_deviation=0")
+    apart = simulate_with(*SCENARIO_ROWS, "+data.scenarios=3")  # deviation 0.5
+    assert default.schema.scenarios == ["s0"] and bool((default.scenario == 0).all())
+    assert silent.schema.scenarios == ["s0", "s1", "s2"]
+    assert list(silent.schema.categorical)[-1] == "scenario"  # an input, as KuaiRand's tab
+    assert torch.equal(silent.categorical[:, -1], silent.scenario + 1)
+    # Own random streams: without a deviation every row is the default world's, its scenario aside.
+    for name in ("dense", "labels", "label_mask", "group", "split", "user", "oracle"):
+        assert torch.equal(getattr(silent, name), getattr(default, name)), name
+    assert torch.equal(silent.categorical[:, :-1], default.categorical)
+    shares = torch.bincount(silent.scenario, minlength=3) / len(silent)
+    assert shares.tolist() == pytest.approx([4 / 7, 2 / 7, 1 / 7], abs=0.02)  # ∝ 2^-k
+    # With the deviation the truth differs by scenario: the oracle's mean finish logit per scenario spreads out.
+    assert torch.equal(apart.scenario, silent.scenario) and torch.equal(apart.group, silent.group)
+    finish = column(apart, "finish")
+
+    def mean_logits(dataset: Dataset) -> list[float]:
+        logit = torch.logit(dataset.oracle[:, finish].double())
+        return [float(logit[dataset.scenario == index].mean()) for index in range(3)]
+
+    assert np.ptp(mean_logits(silent)) < 0.1 < np.ptp(mean_logits(apart))
+    change = (torch.logit(apart.oracle[:, finish].double()) - torch.logit(silent.oracle[:, finish].double())).abs()
+    assert float(change.mean()) > 0.1  # and row by row

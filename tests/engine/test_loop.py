@@ -39,7 +39,7 @@ def trained_parameters(cfg, dataset, flat: bool, steps: int = 6) -> list[torch.T
         zero_grad = optimizer.zero_grad
     for step in range(steps):
         batch = train.rows(torch.arange(step * 200, step * 200 + 256))
-        outputs = model(batch.categorical, batch.dense, batch.group)
+        outputs = model(batch.categorical, batch.dense, batch.cell)
         loss = multitask_loss(elementwise_loss(outputs, batch.labels, model.kinds), batch.mask)
         zero_grad()
         loss.backward()
@@ -118,7 +118,7 @@ def test_shuffled_splits_are_selected_by_mask(simulated):
     shuffled = dataset.rows(torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0)))
     splits = prepare_splits(shuffled, list(cfg.tasks.behaviours), torch.device("cpu"))
     for index, name in enumerate(SPLITS):
-        assert torch.equal(splits[name].group, shuffled.group[shuffled.split == index])
+        assert torch.equal(splits[name].cell, shuffled.group[shuffled.split == index])
 
 
 def test_trainer_steps_its_flat_parameters(simulated):
@@ -168,8 +168,8 @@ def test_fixed_weighting_trains_exactly_as_the_loss_before_the_weighting_axis(si
     for step in range(4):
         batch = train.rows(torch.arange(step * 256, step * 256 + 256))
         trainer.train_step(batch, epoch=1)
-        outputs = model(batch.categorical, batch.dense, batch.group)
-        loss = multitask_loss(elementwise_loss(outputs, batch.labels, model.kinds), batch.mask, weights[batch.group])
+        outputs = model(batch.categorical, batch.dense, batch.cell)
+        loss = multitask_loss(elementwise_loss(outputs, batch.labels, model.kinds), batch.mask, weights[batch.cell])
         parameters.zero_grad()
         loss.backward()
         optimizer.step()

@@ -63,14 +63,14 @@ def test_gauc_and_logloss_match_sklearn_on_kuairand_test_rows(kuairand_dir: Path
     per_id = torch.randn(int(test.categorical.max()) + 1, len(behaviours), generator=generator)
     video = list(dataset.schema.categorical).index("video_id")
     predictions = torch.round(test.dense @ projection + per_id[test.categorical[:, video]], decimals=1)
-    result = group_metrics(predictions, test.labels, test.mask, test.group, behaviours, ["binary", "binary"],
+    result = group_metrics(predictions, test.labels, test.mask, test.cell, behaviours, ["binary", "binary"],
                            list(dataset.schema.groups), test.user)
     users = test.user.numpy()
     assert (users == dataset.user[dataset.split == 2].numpy()).all()  # the raw user ids, row for row
     checked = 0
     for group_index, group in enumerate(dataset.schema.groups):
         for column, behaviour in enumerate(behaviours):
-            rows = ((test.group == group_index) & test.mask[:, column]).numpy()
+            rows = ((test.cell == group_index) & test.mask[:, column]).numpy()
             scores, labels = predictions[rows, column].numpy(), test.labels[rows, column].numpy()
             values = result[group][behaviour]["values"]
             weighted, unweighted, used, skipped = per_user_gauc(scores, labels, users[rows])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -157,5 +159,71 @@ def test_the_groups_of_the_dataset_name_the_tasks(schema):
 def test_a_tasks_config_without_the_group_facet_allows_only_models_that_do_not_split_by_group(schema):
     behaviours_only = "tasks.facets=[behaviour]"
     with pytest.raises(ConfigError, match="group is not a facet of tasks 'play' \\(tasks.facets: behaviour\\)"):
-        build_model(config("model=mfh", behaviours_only), schema)
+        build_model(config("model=hmtl", behaviours_only), schema)
     assert build_model(config("model=biasnet", behaviours_only), schema).tasks == ["cmpl", "finish", "skip"]
+    with pytest.raises(ConfigError, match="model.towers needs key 'all'"):  # mfh's one tree there: towers unsized
+        build_model(config("model=mfh", behaviours_only), schema)
+
+
+# A third facet (issue 14): behaviour × user group × scenario (conf/tasks/play_scenario.yaml).
+
+BEHAVIOURS, GROUPS, SCENARIOS = ["cmpl", "finish", "skip"], ["new", "low", "high"], ["a", "b"]
+
+
+@pytest.fixture
+def scenario_schema(schema):
+    return replace(schema, scenarios=list(SCENARIOS))
+
+
+def cells_batch(rows: int) -> torch.Tensor:
+    """Every cell (group × scenario) of the grid in turn."""
+    return torch.arange(rows) % (len(GROUPS) * len(SCENARIOS))
+
+
+def test_three_facet_mfh_has_one_tree_per_facet_and_reads_each_row_from_its_own_cells_tower(scenario_schema):
+    torch.manual_seed(0)
+    model = build_model(config("model=mfh", "tasks=play_scenario", *TINY), scenario_schema).eval()
+    assert [layout.name for layout in model.forest.layouts] == [
+        "behaviour/group+scenario", "group/behaviour+scenario", "scenario/behaviour+group"]
+    assert [layout.branches for layout in model.forest.layouts] == [[3, 6], [3, 6], [2, 9]]
+    assert model.tasks == [f"{b}_{g}_{s}" for b in BEHAVIOURS for g in GROUPS for s in SCENARIOS]
+    assert model.cells == [f"{g}_{s}" for g in GROUPS for s in SCENARIOS]
+    assert {name: bank.groups for name, bank in model.towers.banks.items()} == dict.fromkeys(GROUPS, 6)
+    categorical, dense, _ = batch(scenario_schema, 24)
+    cell = cells_batch(24)
+    with torch.no_grad():
+        outputs = model(categorical, dense, cell)
+        leaves = model.forest(model.embedding(categorical, dense)).view(3, 3, 2, 24, -1)  # [b, g, s, B, H]
+        for row in range(24):
+            group, scenario = divmod(int(cell[row]), 2)
+            bank = model.towers.banks[GROUPS[group]]  # towers (behaviour, scenario) of the row's group
+            towers = bank(leaves[:, group].reshape(6, 24, -1)).view(3, 2, 24)
+            assert torch.equal(outputs[row], towers[:, scenario, row]), row
+
+
+def test_a_two_facet_model_on_the_three_facet_grid_is_the_two_facet_model_read_per_cell(scenario_schema):
+    two_trees = "model.trees=[behaviour/group,group/behaviour]"
+    torch.manual_seed(0)
+    on_three = build_model(config("model=mfh", "tasks=play_scenario", two_trees, *TINY), scenario_schema).eval()
+    torch.manual_seed(0)
+    on_two = build_model(config("model=mfh", "tasks=play", *TINY), scenario_schema).eval()
+    assert on_three.parameter_counts() == on_two.parameter_counts()
+    assert on_three.tasks == on_two.tasks and len(on_three.cells) == 6
+    categorical, dense, _ = batch(scenario_schema, 24)
+    cell = cells_batch(24)
+    with torch.no_grad():  # its prediction for cell g × s is its g tower's
+        assert torch.equal(on_three(categorical, dense, cell), on_two(categorical, dense, cell // 2))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_model_builds_on_the_three_facet_grid(scenario_schema, name):
+    model = build_model(config(f"model={name}", "tasks=play_scenario", *TINY), scenario_schema)
+    categorical, dense, _ = batch(scenario_schema, 12)
+    assert model(categorical, dense, cells_batch(12)).shape == (12, 3)
+    split_by = {facet for layout in model.forest.layouts for level in layout.levels for facet in level}
+    assert len(model.tasks) == 3 * (3 if "group" in split_by else 1) * (2 if "scenario" in split_by else 1)
+
+
+def test_a_grid_with_a_facet_the_dataset_lacks_is_one_error_naming_it(schema):
+    with pytest.raises(ConfigError, match="tasks.facets: dataset .* has no scenario values"):
+        build_model(config("model=mfh", "tasks=play_scenario"), schema)

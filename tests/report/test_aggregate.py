@@ -157,3 +157,11 @@ def test_missing_seeds_are_counted_and_explained(write_study, results_dir):
     hmtl = tidy.loc["hmtl"]
     assert hmtl["n_seeds"] == 0 and math.isnan(hmtl["mean"]) and math.isnan(hmtl["p_value"])
     assert hmtl["reason"] == "not computable"
+
+
+def test_an_mse_cell_of_few_test_rows_says_so():
+    from mfh_cli.report.aggregate import MIN_CELL_ROWS, small_sample
+
+    assert small_sample("mse", math.nan, math.nan, MIN_CELL_ROWS - 1) == f"too few rows ({MIN_CELL_ROWS - 1} in test)"
+    assert small_sample("mse", math.nan, math.nan, MIN_CELL_ROWS) == small_sample("mse", math.nan, math.nan) == ""
+    assert small_sample("auc", 50, 50, 5) == ""  # a class-count metric goes by its classes

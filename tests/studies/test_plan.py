@@ -37,3 +37,13 @@ def test_a_run_trained_with_other_threads_is_not_reused_by_a_sweep(tmp_path: Pat
     assert (other_threads.run_dir / "metrics.json").stat().st_mtime_ns == stamp
     runs_csv = (outcome.directory / "runs.csv").read_text()
     assert hmtl.run_id in runs_csv and other_threads.run_dir.name not in runs_csv
+
+
+def test_a_studys_dataset_overrides_apply_on_that_dataset_only():
+    study = load_study("three_facets")
+    on_simulator, on_kuairand = plan(study, [0], TINY), plan(study, [0], ["data=kuairand"])
+    assert all("+data.scenarios=3" in run.overrides for run in on_simulator)
+    assert not any("+data.scenarios=3" in run.overrides for run in on_kuairand)
+    assert {run.variant: list(run.config().model.trees) for run in on_simulator} == {
+        "mfh": ["behaviour/group+scenario", "group/behaviour+scenario", "scenario/behaviour+group"],
+        "mfh_two_facets": ["behaviour/group", "group/behaviour"], "flat": ["behaviour+group+scenario"]}
