@@ -40,7 +40,7 @@ class Study:
     sweep: dict | None = None  # on an expanded study: {"study", "setting", "overrides", "figure"}
     in_main_job: bool = True  # `mfh reproduce` and `--study all` run it (else: by name, or reproduce --with)
     only_on: str | None = None  # the one dataset the study means something on (the controls: synthetic)
-    # `mfh tune`'s search space beyond (or replacing) conf/tuning.yaml's: key → {low, high, log, int} | {choices}
+    # `mfh tune`'s search space beyond (or replacing) conf/tuning.yaml's: key → {min, max, log, int} | {choices}
     tune: dict[str, dict] = field(default_factory=dict)
     # set by `--tuned` (studies/tune.py apply_tuning): best.yaml's overrides per variant and grid, and the budget
     tuned: dict | None = None
@@ -120,30 +120,30 @@ def load_study(name: str) -> Study:
     return study
 
 
-SPACE_KEYS = {"low", "high", "log", "int"}
+SPACE_KEYS = {"min", "max", "log", "int"}
 
 
 def check_search_space(space: dict, source: str) -> None:
-    """A search space (conf/tuning.yaml `space`, a study's `tune:`): each key maps to {low, high} (optionally
+    """A search space (conf/tuning.yaml `space`, a study's `tune:`): each key maps to {min, max} (optionally
     `log: true`, `int: true`) or to {choices: [values]}; anything else is one ConfigError line naming it."""
     if not isinstance(space, dict):
         raise ConfigError(f"{source}: expected a mapping of config keys to ranges (got {space!r})")
     for key, dimension in space.items():
         where = f"{source}.{key}"
         if not isinstance(dimension, dict):
-            raise ConfigError(f"{where}: expected {{low, high[, log, int]}} or {{choices: [...]}} (got {dimension!r})")
+            raise ConfigError(f"{where}: expected {{min, max[, log, int]}} or {{choices: [...]}} (got {dimension!r})")
         if "choices" in dimension:
             choices = dimension["choices"]
             if set(dimension) != {"choices"} or not isinstance(choices, list) or not choices:
                 raise ConfigError(f"{where}: choices must be a non-empty list, alone (got {dimension!r})")
             continue
         unknown = sorted(set(dimension) - SPACE_KEYS)
-        if unknown or not {"low", "high"} <= set(dimension):
-            raise ConfigError(f"{where}: expected low and high (and optionally log, int) (got {dimension!r})")
-        low, high = dimension["low"], dimension["high"]
-        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (low, high)):
-            raise ConfigError(f"{where}: low and high must be numbers (got {low!r}, {high!r})")
-        if not low < high:
-            raise ConfigError(f"{where}: low must be below high (got {low!r}, {high!r})")
-        if dimension.get("log") and low <= 0:
-            raise ConfigError(f"{where}: a log scale needs low > 0 (got {low!r})")
+        if unknown or not {"min", "max"} <= set(dimension):
+            raise ConfigError(f"{where}: expected min and max (and optionally log, int) (got {dimension!r})")
+        lowest, highest = dimension["min"], dimension["max"]
+        if not all(isinstance(value, (int, float)) and not isinstance(value, bool) for value in (lowest, highest)):
+            raise ConfigError(f"{where}: min and max must be numbers (got {lowest!r}, {highest!r})")
+        if not lowest < highest:
+            raise ConfigError(f"{where}: min must be below max (got {lowest!r}, {highest!r})")
+        if dimension.get("log") and lowest <= 0:
+            raise ConfigError(f"{where}: a log scale needs min > 0 (got {lowest!r})")

@@ -134,8 +134,8 @@ def plan_searches(study: Study, settings: TuningSettings) -> list[VariantSearch]
 
 
 def example_value(dimension: dict) -> object:
-    """A value of a search dimension (its first choice or its low end), to check that its key composes."""
-    return dimension["choices"][0] if "choices" in dimension else dimension["low"]
+    """A value of a search dimension (its first choice or its min), to check that its key composes."""
+    return dimension["choices"][0] if "choices" in dimension else dimension["min"]
 
 
 def override_value(value: object) -> str:
@@ -155,10 +155,10 @@ def suggest(trial, space: dict) -> list[str]:
         if "choices" in dimension:
             value = trial.suggest_categorical(key, dimension["choices"])
         elif dimension.get("int"):
-            value = trial.suggest_int(key, int(dimension["low"]), int(dimension["high"]),
+            value = trial.suggest_int(key, int(dimension["min"]), int(dimension["max"]),
                                       log=bool(dimension.get("log")))
         else:
-            drawn = trial.suggest_float(key, float(dimension["low"]), float(dimension["high"]),
+            drawn = trial.suggest_float(key, float(dimension["min"]), float(dimension["max"]),
                                         log=bool(dimension.get("log")))
             value = float(override_value(drawn))
         chosen.append(f"{key}={override_value(value)}")

@@ -93,21 +93,21 @@ def test_a_hopeless_trial_is_pruned_after_an_epoch_and_never_chosen(simulated, t
 
 
 def test_search_space_rules_and_a_study_adding_a_key():
-    check_search_space({"trainer.lr": {"low": 1e-4, "high": 1e-2, "log": True},
+    check_search_space({"trainer.lr": {"min": 1e-4, "max": 1e-2, "log": True},
                         "size": {"choices": ["compact", "paper"]}}, "x")
-    for bad, rule in [({"trainer.lr": {"low": 0.0, "high": 1.0, "log": True}}, "log scale needs low > 0"),
-                      ({"trainer.lr": {"low": 1.0, "high": 0.1}}, "low must be below high"),
-                      ({"trainer.lr": {"low": 1e-4}}, "expected low and high"),
+    for bad, rule in [({"trainer.lr": {"min": 0.0, "max": 1.0, "log": True}}, "log scale needs min > 0"),
+                      ({"trainer.lr": {"min": 1.0, "max": 0.1}}, "min must be below max"),
+                      ({"trainer.lr": {"min": 1e-4}}, "expected min and max"),
                       ({"size": {"choices": []}}, "non-empty list"),
                       ({"trainer.lr": 0.1}, "expected")]:
         with pytest.raises(ConfigError, match=rule):
             check_search_space(bad, "study.yaml: tune")
     study = replace(load_study("hierarchical"), tune={"trainer.batch_size": {"choices": [128, 256]},
-                                                      "trainer.lr": {"low": 1e-3, "high": 2e-3}})
+                                                      "trainer.lr": {"min": 1e-3, "max": 2e-3}})
     space = tuning_settings(study).space
     assert list(space) == ["trainer.lr", "trainer.weight_decay", "trainer.batch_size"]
-    assert space["trainer.lr"] == {"low": 1e-3, "high": 2e-3}
-    unknown = replace(study, tune={"trainer.no_such_key": {"low": 1, "high": 2}})
+    assert space["trainer.lr"] == {"min": 1e-3, "max": 2e-3}
+    unknown = replace(study, tune={"trainer.no_such_key": {"min": 1, "max": 2}})
     with pytest.raises(ConfigError, match="no_such_key"):
         plan_searches(unknown, tuning_settings(unknown))
 
