@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 from omegaconf import DictConfig
+from torch.optim.adam import adam
+from torch.optim.sgd import sgd
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -362,17 +364,14 @@ class FlatOptimizer:
         if kind not in ("adam", "adamw", "sgd"):
             raise ValueError(f"optimizer {kind!r}: not adam, adamw or sgd")
         self.values, self.kind, self.lr, self.weight_decay = values, kind, lr, weight_decay
-        # Adam's state, as torch.optim.Adam initialises it for its fused kernel (its step count a float32 tensor).
-        self.steps = torch.zeros((), dtype=torch.float32, device=values.device)
-        self.exp_avg = torch.zeros_like(values, memory_format=torch.preserve_format)
-        self.exp_avg_sq = torch.zeros_like(values, memory_format=torch.preserve_format)
+        if kind != "sgd":  # Adam's state, as torch.optim.Adam initialises it for its fused kernel
+            self.steps = torch.zeros((), dtype=torch.float32, device=values.device)
+            self.exp_avg = torch.zeros_like(values, memory_format=torch.preserve_format)
+            self.exp_avg_sq = torch.zeros_like(values, memory_format=torch.preserve_format)
 
     @torch.no_grad()
     def step(self) -> None:
         """One update of `values` from `values.grad`."""
-        from torch.optim.adam import adam
-        from torch.optim.sgd import sgd
-
         if self.kind == "sgd":
             sgd([self.values], [self.values.grad], [None], fused=True, weight_decay=self.weight_decay, momentum=0.0,
                 lr=self.lr, dampening=0.0, nesterov=False, maximize=False)
