@@ -15,8 +15,8 @@ from mfh_cli.data.dataset import SPLITS, Dataset
 def describe_frame(dataset: Dataset) -> pd.DataFrame:
     """One row per user group, then one per scenario (named as the dataset names it: `tab1`, …; `s0`, … on the
     simulator; where the dataset has more than one), then `all`: rows per split, users with rows (a user table may
-    list more users than the log has rows for), each behaviour's positive rate (binary) or mean (regression) over rows where its label exists, and masked-label
-    counts for behaviours with any masked row."""
+    list more users than the log has rows for), each behaviour's positive rate (binary) or mean (regression) over
+    rows where its label exists, and masked-label counts for behaviours with any masked row."""
     blocks = [(dataset.group, list(dataset.schema.groups))]
     if dataset.scenario is not None and len(dataset.schema.scenarios) > 1:
         blocks.append((dataset.scenario, list(dataset.schema.scenarios)))

@@ -450,7 +450,8 @@ def _calibrated_bias(world: World, settings: Settings) -> torch.Tensor:
     The sample is one block from its own stream (seed, 2) drawn with β = 0; the unobserved noise is sampled, so
     the mean estimates the overall label rate. Bisection, all behaviours at once.
     """
-    rest = _draw_rows(world, _generator(settings.seed, 2), _generator(settings.seed, 5)).realised_logit  # [R, B] with bias 0
+    # [R, B] with bias 0
+    rest = _draw_rows(world, _generator(settings.seed, 2), _generator(settings.seed, 5)).realised_logit
     target = torch.tensor(settings.positive_rates)
     low, high = torch.full_like(target, -40.0), torch.full_like(target, 40.0)
     for _ in range(30):  # bracket width 80 / 2^30: far below float32 resolution of a logit

@@ -110,7 +110,8 @@ def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds:
     quoted = ",".join('"' + item.replace('"', '\\"') + '"' for item in overrides)
     command = [sys.executable, "-m", "mfh_cli.studies.launch", "--multirun", *launcher_overrides(launcher),
                f"study={study}", f"seeds={seeds}", f"overrides=[{quoted}]", f"index={indices}",
-               f"results_dir={results_dir.resolve()}", f"tuned={str(tuned).lower()}", f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
+               f"results_dir={results_dir.resolve()}", f"tuned={str(tuned).lower()}",
+               f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
     if data_dir is not None:
         command.append(f"data_dir={Path(data_dir).resolve()}")
     finished = subprocess.run(command)
