@@ -137,19 +137,31 @@ class ReluBatchNorm(torch.autograd.Function):
         return z_gradient, weight_gradient, bias_gradient, None
 
 
-class MixExperts(torch.autograd.Function):
-    """out [S,B,K,H] = weights [S,B,K,E] @ experts [S,B,E,H] per row, one C++ loop over the rows."""
+class GatedMix(torch.autograd.Function):
+    """The softmax gates and the mixing of experts (gates.gated_mix) in one C++ loop over the rows: branch scores
+    [S,B,K,C], shared scores [S,B,E] or None, experts [S,B,E,H] → branch outputs [S,B,K,H], shared output [S,B,H]
+    or None."""
 
     @staticmethod
-    def forward(ctx, weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, branch_scores: torch.Tensor, shared_scores: torch.Tensor | None, experts: torch.Tensor,
+                per_branch: int):
         kernels, _ = load_kernels()
-        weights = weights.contiguous()
-        ctx.save_for_backward(weights, experts)
-        return kernels.mix_forward(weights, experts)
+        shared = shared_scores.contiguous() if shared_scores is not None else branch_scores.new_empty(0)
+        output, shared_output, weights, shared_weights = kernels.gated_mix_forward(
+            branch_scores.contiguous(), shared, experts, per_branch)
+        ctx.save_for_backward(weights, shared_weights, experts)
+        ctx.per_branch, ctx.has_shared = per_branch, shared_scores is not None
+        return output, shared_output if ctx.has_shared else None
 
     @staticmethod
-    def backward(ctx, gradient: torch.Tensor):
-        weights, experts = ctx.saved_tensors
+    def backward(ctx, gradient: torch.Tensor | None, shared_gradient: torch.Tensor | None):
+        weights, shared_weights, experts = ctx.saved_tensors
         kernels, _ = load_kernels()
-        weights_gradient, experts_gradient = kernels.mix_backward(gradient, weights, experts)
-        return weights_gradient, experts_gradient
+        if gradient is None:
+            gradient = weights.new_zeros(*weights.shape[:3], experts.shape[3])
+        if ctx.has_shared and shared_gradient is None:
+            shared_gradient = weights.new_zeros(weights.shape[0], weights.shape[1], experts.shape[3])
+        branch_gradient, shared_scores_gradient, experts_gradient = kernels.gated_mix_backward(
+            gradient, shared_gradient if ctx.has_shared else weights.new_empty(0), weights, shared_weights, experts,
+            ctx.per_branch)
+        return branch_gradient, shared_scores_gradient if ctx.has_shared else None, experts_gradient, None

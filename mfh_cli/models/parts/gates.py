@@ -45,10 +45,24 @@ class Gates(nn.Module):
 # From this many expert values per row (E·H) on, B small matmuls beat a broadcast multiply + sum on a CPU
 # (measured on 2 cores: 2-4× faster at MFH's level 1, 1.5× slower at compact level 2 with E·H = 128).
 MATMUL_MIN_VALUES = 256
-# Up to this many expert values per row the fused C++ mixing (trainer.kernels=fused) beats both (Xeon, 1-2 threads:
-# mfh compact, E·H 128-512, step 1.21× → 1.35× faster than eager with it); above, at the paper sizes, batched
-# matmul wins (mfh paper step 254 ms with the fused mixing, 233 ms without, 244 ms all eager, 2 threads).
+# Up to this many expert values per row the fused C++ gates and mixing (trainer.kernels=fused) beat both (Xeon, 1-2
+# threads: mfh compact, E·H 128-512); above, at the paper sizes, batched matmul wins (mfh paper step 254 ms with the
+# fused mixing, 233 ms without, 244 ms all eager, 2 threads).
 FUSED_MIX_MAX_VALUES = 512
+
+
+def gated_mix(experts: torch.Tensor, branch_scores: torch.Tensor, per_branch: int,
+              shared_scores: torch.Tensor | None, kind: str,
+              fused_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The gates' raw scores → weights (softmax or scaled sigmoid) → `mix_experts`: experts [S,B,E,H], branch
+    scores [S,B,K,C], shared scores [S,B,1,E] or None → [S,B,K,H], [S,B,H] or None.
+    `fused_kernel`: softmax gates and mixing in one C++ loop over the rows (models/parts/fused.py) where it runs:
+    E·H up to FUSED_MIX_MAX_VALUES, float32 on the CPU."""
+    if fused_kernel and kind == "softmax" and experts.shape[2] * experts.shape[3] <= FUSED_MIX_MAX_VALUES \
+            and branch_scores.dtype == experts.dtype and fused.supports(experts):
+        return fused.GatedMix.apply(branch_scores, shared_scores, experts, per_branch)
+    shared_weights = None if shared_scores is None else _normalise(shared_scores, kind)
+    return mix_experts(experts, _normalise(branch_scores, kind), per_branch, shared_weights)
 
 
 def _row_matmul(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
@@ -60,19 +74,9 @@ def _row_matmul(weights: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
 
 
 def mix_experts(experts: torch.Tensor, branch_weights: torch.Tensor, per_branch: int,
-                shared_weights: torch.Tensor | None = None,
-                fused_kernel: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+                shared_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Branch k's output = Σ weights over its own experts, then the shared ones; with the shared gate's weights
-    [S,B,1,E], also the shared output = Σ over all experts: [S,B,E,H], [S,B,K,C] → [S,B,K,H], [S,B,H] or None.
-    `fused_kernel`: all of it in one C++ loop over the rows (models/parts/fused.py) where it runs."""
-    fusable = experts.shape[2] * experts.shape[3] <= FUSED_MIX_MAX_VALUES and branch_weights.dtype == experts.dtype
-    if fused_kernel and fusable and fused.supports(experts):
-        rows = _weights_over_all_experts(branch_weights, per_branch)  # [S,B,K,E]
-        if shared_weights is None:
-            return fused.MixExperts.apply(rows, experts), None
-        mixed = fused.MixExperts.apply(torch.cat([rows, shared_weights], dim=2), experts)  # [S,B,K+1,H]
-        branch_output, shared_output = mixed.split([rows.shape[2], 1], dim=2)
-        return branch_output, shared_output.squeeze(2)
+    [S,B,1,E], also the shared output = Σ over all experts: [S,B,E,H], [S,B,K,C] → [S,B,K,H], [S,B,H] or None."""
     if experts.shape[2] * experts.shape[3] >= MATMUL_MIN_VALUES:
         # One matmul for every gate of the layer: the experts are read once and get one gradient (two products
         # would sum two expert-sized gradients in backward).

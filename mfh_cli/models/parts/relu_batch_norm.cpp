@@ -143,15 +143,45 @@ std::vector<torch::Tensor> relu_batch_norm_backward(torch::Tensor grad, torch::T
   return {dz, dweight, dbias};
 }
 
-// Gated mixing of experts (gates.py mix_experts): out[s,b,k,:] = sum_e weights[s,b,k,e] * experts[s,b,e,:].
-// One small product per row: PyTorch's batched matmul spends most of its time per problem on problems this small.
-// weights [S, B, K, E] contiguous; experts [S, B, E, H] in any dense layout with unit stride along H (rows first
-// included); the experts' gradient is written in the experts' layout.
+// Gated mixing of experts with the gates' softmax (gates.py gated_mix), for each row (s, b):
+//   branch k: w = softmax(branch_scores[s,b,k,:C]); out[s,b,k,:] = sum_c w[c] * experts[s,b,e(k,c),:], where
+//   e(k,c) = k*P + c for c < P (branch k's own P experts) and K*P + c - P for the rest (the shared experts);
+//   shared gate (optional): v = softmax(shared_scores[s,b,:E]); shared[s,b,:] = sum_e v[e] * experts[s,b,e,:].
+// One loop over the rows: per row this is a few tiny products, on which PyTorch's batched matmul and its softmax
+// over a last dimension of 2-8 spend most of their time per problem; here the weights are never built as an
+// [S,B,K,E] block matrix with zeros for the other branches' experts, and no product is formed with those zeros.
+// Scores [S,B,K,C] and [S,B,E] contiguous; experts [S,B,E,H] in any dense layout with unit stride along H (rows
+// first included); the experts' gradient is written in the experts' layout.
 namespace {
-struct Rows { int64_t S, B, K, E, H, s0, s1, s2; };
+struct Mix { int64_t S, B, K, C, E, H, P, s0, s1, s2; bool shared; };
+
+Mix mix_of(const torch::Tensor& branch_scores, const torch::Tensor& shared_scores, const torch::Tensor& experts,
+           int64_t per_branch) {
+  TORCH_CHECK(branch_scores.is_contiguous() && branch_scores.dim() == 4 && experts.dim() == 4 &&
+              experts.stride(3) == 1 && experts.scalar_type() == torch::kFloat &&
+              branch_scores.scalar_type() == torch::kFloat,
+              "gated_mix: float32 scores [S,B,K,C] contiguous and experts [S,B,E,H] with unit stride along H expected");
+  const bool shared = shared_scores.numel() > 0;
+  TORCH_CHECK(!shared || (shared_scores.is_contiguous() && shared_scores.numel() == experts.size(0) *
+              experts.size(1) * experts.size(2)), "gated_mix: shared scores [S,B,E] contiguous expected");
+  const int64_t K = branch_scores.size(2), C = branch_scores.size(3), E = experts.size(2);
+  TORCH_CHECK(K * per_branch + C - per_branch == E, "gated_mix: K*P + shared experts must equal E");
+  return {experts.size(0), experts.size(1), K, C, E, experts.size(3), per_branch,
+          experts.stride(0), experts.stride(1), experts.stride(2), shared};
+}
+
+// w = softmax(x) over n values: the largest subtracted, exponentials, then times the reciprocal of their sum
+inline void softmax_row(const float* __restrict x, float* __restrict w, int64_t n) {
+  float largest = x[0];
+  for (int64_t i = 1; i < n; ++i) largest = std::max(largest, x[i]);
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) { w[i] = std::exp(x[i] - largest); sum += w[i]; }
+  const float reciprocal = 1.f / sum;
+  for (int64_t i = 0; i < n; ++i) w[i] *= reciprocal;
+}
 
 // sum_h a[h] * b[h] in eight independent lanes (vectorised without reassociating a float sum), then the lanes
-float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
+inline float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
   float lanes[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
   int64_t h = 0;
   for (; h + 8 <= n; h += 8)
@@ -161,12 +191,41 @@ float dot(const float* __restrict a, const float* __restrict b, int64_t n) {
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7])) + tail;
 }
 
-Rows rows_of(const torch::Tensor& weights, const torch::Tensor& experts) {
-  TORCH_CHECK(weights.is_contiguous() && experts.stride(3) == 1 && experts.scalar_type() == torch::kFloat &&
-              weights.scalar_type() == torch::kFloat,
-              "mix_experts: float32 weights [S,B,K,E] contiguous and experts [S,B,E,H] with unit stride along H expected");
-  return {experts.size(0), experts.size(1), weights.size(2), experts.size(2), experts.size(3),
-          experts.stride(0), experts.stride(1), experts.stride(2)};
+// out[:H] = sum_i w[i] * x[expert(i)][:H] over n experts
+template <typename Expert>
+inline void weighted_sum(const float* x, int64_t s2, const float* w, int64_t n, int64_t H, float* __restrict out,
+                         Expert expert) {
+  std::fill(out, out + H, 0.f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float wi = w[i];
+    const float* __restrict xe = x + expert(i) * s2;
+    for (int64_t h = 0; h < H; ++h) out[h] += wi * xe[h];
+  }
+}
+
+// Backward of out = sum_i softmax(scores)[i] * x[expert(i)] for one gate of one row: the scores' gradient into ds,
+// the experts' gradient added into dx; dw is scratch of n floats.
+template <typename Expert>
+inline void weighted_sum_backward(const float* x, float* dx, int64_t s2, const float* w, const float* g, int64_t n,
+                                  int64_t H, float* __restrict ds, float* __restrict dw, Expert expert) {
+  float total = 0.f;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t e = expert(i);
+    dw[i] = dot(g, x + e * s2, H);
+    total += w[i] * dw[i];
+    const float wi = w[i];
+    float* __restrict dxe = dx + e * s2;
+    for (int64_t h = 0; h < H; ++h) dxe[h] += wi * g[h];
+  }
+  for (int64_t i = 0; i < n; ++i) ds[i] = w[i] * (dw[i] - total);  // softmax's backward
+}
+
+// f(row) for the S*B rows in parallel chunks of CHUNK rows.
+template <typename F>
+void for_each_mix_row(const Mix& D, F f) {
+  at::parallel_for(0, D.S * D.B, CHUNK, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) f(row, (row / D.B) * D.s0 + (row % D.B) * D.s1);
+  });
 }
 }  // namespace
 
@@ -174,68 +233,81 @@ torch::Tensor dense_rows(const torch::Tensor& experts) {
   return experts.stride(3) == 1 && experts.is_non_overlapping_and_dense() ? experts : experts.contiguous();
 }
 
-torch::Tensor mix_forward(torch::Tensor weights, torch::Tensor experts) {
+// -> branch outputs [S,B,K,H], shared output [S,B,H] (empty without a shared gate), and the softmax weights of
+// both gates (kept for backward)
+std::vector<torch::Tensor> gated_mix_forward(torch::Tensor branch_scores, torch::Tensor shared_scores,
+                                             torch::Tensor experts, int64_t per_branch) {
   experts = dense_rows(experts);
-  const Rows D = rows_of(weights, experts);
+  const Mix D = mix_of(branch_scores, shared_scores, experts, per_branch);
   auto out = torch::empty({D.S, D.B, D.K, D.H}, experts.options());
-  const float* wp = weights.data_ptr<float>();
+  auto branch_weights = torch::empty_like(branch_scores);
+  auto shared_out = torch::empty({D.shared ? D.S : 0, D.B, D.H}, experts.options());
+  auto shared_weights = torch::empty_like(shared_scores);
+  const float* sp = branch_scores.data_ptr<float>();
+  const float* tp = D.shared ? shared_scores.data_ptr<float>() : nullptr;
   const float* xp = experts.data_ptr<float>();
   float* op = out.data_ptr<float>();
-  for_each_row(D.S * D.B, [&](int64_t row) {
-    const float* x = xp + (row / D.B) * D.s0 + (row % D.B) * D.s1;
-    const float* w = wp + row * D.K * D.E;
-    float* o = op + row * D.K * D.H;
+  float* wp = branch_weights.data_ptr<float>();
+  float* sop = D.shared ? shared_out.data_ptr<float>() : nullptr;
+  float* swp = D.shared ? shared_weights.data_ptr<float>() : nullptr;
+  for_each_mix_row(D, [&](int64_t row, int64_t at) {
+    const float* x = xp + at;
     for (int64_t k = 0; k < D.K; ++k) {
-      float* __restrict ok = o + k * D.H;
-      std::fill(ok, ok + D.H, 0.f);
-      for (int64_t e = 0; e < D.E; ++e) {
-        const float we = w[k * D.E + e];
-        if (we == 0.f) continue;  // another branch's expert (a structural zero of the weights)
-        const float* __restrict xe = x + e * D.s2;
-        for (int64_t h = 0; h < D.H; ++h) ok[h] += we * xe[h];
-      }
+      const int64_t gate = row * D.K + k;
+      softmax_row(sp + gate * D.C, wp + gate * D.C, D.C);
+      weighted_sum(x, D.s2, wp + gate * D.C, D.C, D.H, op + gate * D.H, [&](int64_t c) {
+        return c < D.P ? k * D.P + c : D.K * D.P + c - D.P; });
+    }
+    if (D.shared) {
+      softmax_row(tp + row * D.E, swp + row * D.E, D.E);
+      weighted_sum(x, D.s2, swp + row * D.E, D.E, D.H, sop + row * D.H, [](int64_t e) { return e; });
     }
   });
-  return out;
+  return {out, shared_out, branch_weights, shared_weights};
 }
 
-std::vector<torch::Tensor> mix_backward(torch::Tensor grad, torch::Tensor weights, torch::Tensor experts) {
+// -> gradients of the branch scores, the shared scores (empty without a shared gate) and the experts
+std::vector<torch::Tensor> gated_mix_backward(torch::Tensor grad, torch::Tensor shared_grad,
+                                              torch::Tensor branch_weights, torch::Tensor shared_weights,
+                                              torch::Tensor experts, int64_t per_branch) {
   experts = dense_rows(experts);
-  const Rows D = rows_of(weights, experts);
+  const Mix D = mix_of(branch_weights, shared_weights, experts, per_branch);
   grad = grad.contiguous();
-  auto dweights = torch::empty_like(weights);
+  auto dbranch = torch::empty_like(branch_weights);
+  auto dshared = torch::empty_like(shared_weights);
   auto dexperts = torch::empty_like(experts);  // experts' layout: the layer that made them reads it without a copy
+  if (D.shared) shared_grad = shared_grad.contiguous();
   const float* gp = grad.data_ptr<float>();
-  const float* wp = weights.data_ptr<float>();
+  const float* sgp = D.shared ? shared_grad.data_ptr<float>() : nullptr;
+  const float* wp = branch_weights.data_ptr<float>();
+  const float* swp = D.shared ? shared_weights.data_ptr<float>() : nullptr;
   const float* xp = experts.data_ptr<float>();
-  float* dwp = dweights.data_ptr<float>();
+  float* dbp = dbranch.data_ptr<float>();
+  float* dsp = D.shared ? dshared.data_ptr<float>() : nullptr;
   float* dxp = dexperts.data_ptr<float>();
-  for_each_row(D.S * D.B, [&](int64_t row) {
-    const int64_t at = (row / D.B) * D.s0 + (row % D.B) * D.s1;  // this row's experts (and their gradient)
-    const float* x = xp + at;
-    const float* g = gp + row * D.K * D.H;
-    const float* w = wp + row * D.K * D.E;
-    float* dw = dwp + row * D.K * D.E;
-    float* dx = dxp + at;
-    for (int64_t e = 0; e < D.E; ++e) {
-      const float* __restrict xe = x + e * D.s2;
-      float* __restrict dxe = dx + e * D.s2;
-      std::fill(dxe, dxe + D.H, 0.f);
+  at::parallel_for(0, D.S * D.B, CHUNK, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(static_cast<size_t>(std::max(D.C, D.E)));
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t at = (row / D.B) * D.s0 + (row % D.B) * D.s1;  // this row's experts (and their gradient)
+      const float* x = xp + at;
+      float* dx = dxp + at;
+      for (int64_t e = 0; e < D.E; ++e) std::fill(dx + e * D.s2, dx + e * D.s2 + D.H, 0.f);
       for (int64_t k = 0; k < D.K; ++k) {
-        const float* __restrict gk = g + k * D.H;
-        dw[k * D.E + e] = dot(gk, xe, D.H);
-        const float we = w[k * D.E + e];
-        if (we == 0.f) continue;
-        for (int64_t h = 0; h < D.H; ++h) dxe[h] += we * gk[h];
+        const int64_t gate = row * D.K + k;
+        weighted_sum_backward(x, dx, D.s2, wp + gate * D.C, gp + gate * D.H, D.C, D.H, dbp + gate * D.C,
+                              scratch.data(), [&](int64_t c) { return c < D.P ? k * D.P + c : D.K * D.P + c - D.P; });
       }
+      if (D.shared)
+        weighted_sum_backward(x, dx, D.s2, swp + row * D.E, sgp + row * D.H, D.E, D.H, dsp + row * D.E,
+                              scratch.data(), [](int64_t e) { return e; });
     }
   });
-  return {dweights, dexperts};
+  return {dbranch, dshared, dexperts};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &relu_batch_norm_forward);
   m.def("backward", &relu_batch_norm_backward);
-  m.def("mix_forward", &mix_forward);
-  m.def("mix_backward", &mix_backward);
+  m.def("gated_mix_forward", &gated_mix_forward);
+  m.def("gated_mix_backward", &gated_mix_backward);
 }

@@ -22,7 +22,7 @@ from torch import nn
 from mfh_cli.errors import ConfigError
 from mfh_cli.models.parts.dense import DenseOptions, MLPBank
 from mfh_cli.models.parts.experts import Experts
-from mfh_cli.models.parts.gates import Gates, mix_experts
+from mfh_cli.models.parts.gates import Gates, gated_mix
 
 SWITCHER_KINDS = ("shared_bottom", "mmoe", "cgc", "ple")
 
@@ -92,13 +92,13 @@ class ExtractionLayer(nn.Module):
         """shared [S, B, D], branches [S·K, B, D] or None → branch outputs [S, B, K, H], shared output [S, B, H]."""
         experts = self.experts(shared_input, branch_input)
         if self.first:
-            weights = self.branch_gates(shared_input)  # [S, B, K, C]
+            scores = self.branch_gates.scores(shared_input)  # [S, B, K, C]
         else:
             rows = shared_input.shape[1]
-            weights = self.branch_gates(branch_input).view(self.copies, self.branches, rows, -1).transpose(1, 2)
-        shared_weights = self.shared_gate(shared_input) if self.shared_gate is not None else None
-        return mix_experts(experts, weights, self.per_branch, shared_weights,
-                           fused_kernel=self.use_fused and self.training)
+            scores = self.branch_gates.scores(branch_input).view(self.copies, self.branches, rows, -1).transpose(1, 2)
+        shared_scores = self.shared_gate.scores(shared_input) if self.shared_gate is not None else None
+        return gated_mix(experts, scores, self.per_branch, shared_scores, self.branch_gates.kind,
+                         fused_kernel=self.use_fused and self.training)
 
 
 class ExtractionSwitcher(nn.Module):

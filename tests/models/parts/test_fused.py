@@ -19,7 +19,7 @@ import torch
 
 from mfh_cli.models.parts.dense import DenseLayer, DenseOptions
 from mfh_cli.models.parts.fused import SOURCE, build_key, cache_root, load_kernels, use_fused_kernels
-from mfh_cli.models.parts.gates import mix_experts
+from mfh_cli.models.parts.gates import gated_mix
 from tests.models.golden.cases import CASES, GOLDEN_FILE, fixed_batch, schema_from_json, seeded_model
 
 pytestmark = pytest.mark.skipif(load_kernels()[0] is None, reason=f"fused kernel not built: {load_kernels()[1]}")
@@ -131,27 +131,38 @@ def test_every_model_trains_through_the_fused_path_like_the_eager_one(label, ove
 
 
 @pytest.mark.parametrize("rows_first", [False, True])
-@pytest.mark.parametrize("per_branch,shared,width,with_shared_gate", [(2, 2, 64, True), (1, 1, 32, False)])
-def test_fused_mixing_matches_eager_with_gradients(rows_first, per_branch, shared, width, with_shared_gate):
-    """gates.mix_experts through the C++ loop against the eager products, experts stored either way."""
+@pytest.mark.parametrize("per_branch,shared,width,with_shared_gate", [(2, 2, 64, True), (1, 1, 32, False),
+                                                                      (0, 4, 16, True), (3, 0, 8, False)])
+def test_fused_gates_and_mixing_match_eager_with_gradients(rows_first, per_branch, shared, width, with_shared_gate):
+    """gates.gated_mix (softmax of the scores, then the mixing) through the C++ loop against the eager softmax and
+    products, experts stored either way; MMoE's all-shared and a layer without shared experts included."""
     torch.manual_seed(0)
     copies, rows, branches = 2, 300, 3
     experts_count = branches * per_branch + shared
     stored = torch.randn(rows, copies, experts_count, width).transpose(0, 1) if rows_first else \
         torch.randn(copies, rows, experts_count, width)
-    branch_weights = torch.softmax(torch.randn(copies, rows, branches, per_branch + shared), -1)
-    shared_weights = torch.softmax(torch.randn(copies, rows, 1, experts_count), -1) if with_shared_gate else None
+    branch_scores = 3 * torch.randn(copies, rows, branches, per_branch + shared)
+    shared_scores = 3 * torch.randn(copies, rows, 1, experts_count) if with_shared_gate else None
     results = []
     for fused_kernel in (False, True):
         inputs = [t.detach().clone().requires_grad_(True) if t is not None else None
-                  for t in (stored, branch_weights, shared_weights)]
-        branch_output, shared_output = mix_experts(inputs[0], inputs[1], per_branch, inputs[2], fused_kernel)
-        loss = branch_output.square().sum() + (0 if shared_output is None else shared_output.sum())
+                  for t in (stored, branch_scores, shared_scores)]
+        branch_output, shared_output = gated_mix(inputs[0], inputs[1], per_branch, inputs[2], "softmax",
+                                                 fused_kernel)
+        loss = branch_output.square().sum() + (0 if shared_output is None else shared_output.sin().sum())
         loss.backward()
         results.append([branch_output, shared_output, *(t.grad for t in inputs if t is not None)])
     for eager, fused in zip(*results):
         if eager is not None:
             assert_close_to_scale(fused, eager, 1e-5)
+
+
+def test_fused_mixing_leaves_the_sigmoid_gate_to_the_eager_path():
+    """Only the softmax gate is fused: a sigmoid gate's output is the eager one bit for bit."""
+    torch.manual_seed(0)
+    experts, scores = torch.randn(1, 50, 4, 8), torch.randn(1, 50, 2, 2)
+    eager = gated_mix(experts, scores, 1, None, "sigmoid", fused_kernel=False)[0]
+    assert torch.equal(gated_mix(experts, scores, 1, None, "sigmoid", fused_kernel=True)[0], eager)
 
 
 def test_a_built_kernel_loads_without_a_compiler_from_its_own_copy_of_the_source(tmp_path: Path):
