@@ -31,6 +31,10 @@ OmegaConf.register_new_resolver("joint_tree", joint_tree, replace=True)
 # reduction order, so the run id holds the count actually used (and trainer.device / trainer.precision the ones
 # actually used: engine/placement.py resolves them first).
 EXECUTION_ONLY_KEYS = ("trainer.progress", "trainer.allow_emulated_bf16", "tracking")
+# The fused kernels' numerics (models/parts/relu_batch_norm.cpp): part of a fused run's id, so that a run trained by
+# an earlier kernel is not reused as this one's. Raise it when a change to the kernels changes their floats.
+# 2: the gates' softmax moved into the fused mixing (2026-12-03).
+FUSED_KERNELS_VERSION = 2
 
 
 def compose(overrides: Sequence[str] = (), config_name: str = "config") -> DictConfig:
@@ -110,6 +114,8 @@ def config_hash(cfg: DictConfig, length: int = 12) -> str:
     """A short stable hash of everything in the config that affects results (the run id), threads resolved."""
     container = to_container(cfg)
     container["trainer"]["threads"] = resolved_threads(container["trainer"].get("threads"))
+    if container["trainer"].get("kernels") == "fused":
+        container["trainer"]["kernels"] = f"fused-{FUSED_KERNELS_VERSION}"
     for dotted in EXECUTION_ONLY_KEYS:
         node = container
         *parents, leaf = dotted.split(".")

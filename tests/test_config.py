@@ -39,6 +39,18 @@ def test_run_id_holds_the_thread_count_actually_used():
     assert config_hash(compose([])) == config_hash(compose([f"trainer.threads={all_cores}"]))
 
 
+def test_a_fused_run_id_names_the_kernels_version(monkeypatch: pytest.MonkeyPatch):
+    """A change of the fused kernels' floats (config.FUSED_KERNELS_VERSION) gives fused runs new ids, so a run of
+    the earlier kernel is never reused as one of the new; eager runs keep theirs."""
+    import mfh_cli.config as config
+
+    fused, eager = compose(["trainer.kernels=fused"]), compose(["trainer.kernels=eager"])
+    before = config_hash(fused), config_hash(eager)
+    monkeypatch.setattr(config, "FUSED_KERNELS_VERSION", config.FUSED_KERNELS_VERSION + 1)
+    assert config_hash(fused) != before[0]
+    assert config_hash(eager) == before[1]
+
+
 def test_unknown_key_is_a_config_error_naming_it():
     with pytest.raises(ConfigError, match="trainer.nosuch"):
         compose(["trainer.nosuch=1"])
