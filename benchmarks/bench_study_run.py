@@ -13,6 +13,9 @@ Sections (all by default; `--sections` picks some):
 - study: `mfh ablate --study <study> --seeds <n>` in fp32 and in bf16: every metric cell side by side (mean over
   seeds) and the wall time of each; where bf16 is not native, not run.
 - kernels: trainer.kernels=fused (the default: models/parts/fused.py) against eager, alternating.
+- unit: the issue's study-sized unit of work, one variant over its seeds (`mfh train model=mfh data.rows=60000
+  trainer.threads=1 seed=s`, s = 0 … `--unit-seeds`−1, each a fresh process), this tree against `--baseline DIR`,
+  alternating per seed; the figure is the sum of the process wall times, and its target ≥ 3× the baseline.
 
 Run: python -m benchmarks.bench_study_run [--baseline DIR] [--repeats 3] [--sections ...] [--study multifaceted]
 [--seeds 2] [--quick]
@@ -37,7 +40,8 @@ from benchmarks.common import no_native_bf16, record
 REPOSITORY = Path(__file__).resolve().parents[1]
 STUDY_RUN = ["model=mfh", "trainer.threads=1"]
 QUICK_RUN = ["data.rows=6000", "trainer.max_epochs=1"]
-SECTIONS = ("speedup", "bf16", "compile", "study", "kernels")
+SECTIONS = ("speedup", "bf16", "compile", "study", "kernels", "unit")
+UNIT_TARGET = 3.0  # the issue's target for the unit: this tree ≥ 3× faster than the baseline
 
 
 def train_in_subprocess(overrides: list[str], source: Path | None = None, environment: dict | None = None) -> dict:
@@ -137,6 +141,26 @@ def kernels_lines(base: list[str], repeats: int) -> list[str]:
             f"path, as another seed would): {largest_difference(runs['eager'][0], runs['fused'][0]):.3g}", ""]
 
 
+def unit_lines(base: list[str], baseline: Path, seeds: int) -> list[str]:
+    """One variant over `seeds` seeds, each run a fresh process, in both trees: the summed wall time."""
+    trees = {"baseline": baseline, "this tree": None}
+    runs: dict[str, list[dict]] = {name: [] for name in trees}
+    for seed in range(seeds):
+        for name, source in trees.items():
+            runs[name].append(train_in_subprocess([*base, f"seed={seed}"], source))
+            print(f"seed {seed}, {name}: {runs[name][-1]['wall']:.1f} s", flush=True)
+    total = {name: sum(run["wall"] for run in runs[name]) for name in trees}
+    ratio = total["baseline"] / total["this tree"]
+    differences = [largest_difference(first, second) for first, second in zip(runs["baseline"], runs["this tree"])]
+    return [f"### Study-sized unit: `mfh train {' '.join(base)} seed=s` for {seeds} seeds, each a fresh process, this "
+            f"tree against the baseline tree {baseline.name}", "", *HEADER,
+            *(f"| {name}, seed {seed} | {summary([run])} |" for name in trees for seed, run in enumerate(runs[name])),
+            "", f"- the unit's wall time: {total['baseline']:.1f} s → {total['this tree']:.1f} s "
+            f"({ratio:.2f}× faster; target {UNIT_TARGET:.0f}×: {'met' if ratio >= UNIT_TARGET else 'NOT met'})",
+            f"- largest metric difference between the trees, per seed: "
+            f"{', '.join(f'{value:.3g}' for value in differences)} (0 where only speed changed)", ""]
+
+
 def second_run_in_process(overrides: list[str], cache: str) -> float:
     """Wall seconds of the second of two runs (seeds 0, 1) in one process: a worker that already compiled."""
     code = ("import sys, time, tempfile, pathlib\n"
@@ -213,6 +237,7 @@ def main() -> None:
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--study", default="multifaceted")
     parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--unit-seeds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="tiny runs, one repeat; printed, not recorded")
     arguments = parser.parse_args()
     sections = arguments.sections.split(",")
@@ -233,6 +258,9 @@ def main() -> None:
                              QUICK_RUN if arguments.quick else [])
     if "kernels" in sections:
         lines += kernels_lines(base, repeats)
+    if "unit" in sections and arguments.baseline is not None:
+        lines += unit_lines([*base, *([] if arguments.quick else ["data.rows=60000"])],
+                            arguments.baseline.resolve(), 1 if arguments.quick else arguments.unit_seeds)
     record("Study-sized run: speed, bf16, torch.compile (benchmarks/bench_study_run.py)", lines, arguments.quick)
 
 
