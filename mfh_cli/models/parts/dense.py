@@ -112,6 +112,14 @@ class BatchNorm(nn.Module):
         return output
 
     @torch.no_grad()
+    def forward_eval_after_relu(self, z: torch.Tensor) -> torch.Tensor:
+        """BatchNorm(ReLU(z)) in eval mode, in place in z, in one fused pass (no gradient): [G, B, C] → [G, B, C].
+        Scale and shift are formed as PyTorch's CPU kernel forms them (invstd·weight, bias − mean·that)."""
+        scale = (1.0 / torch.sqrt(self.running_var + self.style.epsilon)) * self.weight
+        shift = self.bias - self.running_mean * scale
+        return fused.relu_affine_(z, scale, shift)
+
+    @torch.no_grad()
     def update_moving_statistics(self, mean: torch.Tensor, inverse_std: torch.Tensor, rows: int) -> None:
         """moving = decay·moving + (1−decay)·batch, from the batch mean and inverse std of a training pass."""
         variance = inverse_std.pow(-2) - self.style.epsilon  # the biased batch variance
@@ -148,8 +156,9 @@ class StackedLinear(nn.Module):
 class DenseLayer(nn.Module):
     """One layer of G stacked Linears; a hidden layer adds activation → BatchNorm → dropout (SPEC §1).
 
-    With `use_fused` on (fused.use_fused_kernels), a ReLU → BatchNorm layer trains through the fused kernel; eval
-    mode, other activations, bf16 and GPUs take the eager path, which is the reference."""
+    With `use_fused` on (fused.use_fused_kernels), a ReLU → BatchNorm layer trains through the fused kernel and
+    predicts (eval mode, no gradient) through a fused in-place pass; other activations, bf16 and GPUs take the eager
+    path, which is the reference."""
 
     def __init__(self, groups: int, input_dim: int, output_dim: int, options: DenseOptions, hidden: bool):
         super().__init__()
@@ -163,9 +172,12 @@ class DenseLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.linear(x)
-        if self.use_fused and self.training and fused.supports(x):
-            x = self.batch_norm.forward_after_relu(x)
-            return F.dropout(x, self.dropout, self.training) if self.dropout else x
+        if self.use_fused and fused.supports(x):
+            if self.training:
+                x = self.batch_norm.forward_after_relu(x)
+                return F.dropout(x, self.dropout, self.training) if self.dropout else x
+            if not torch.is_grad_enabled():  # eval without a gradient (predict): in place in the matmul's output
+                return self.batch_norm.forward_eval_after_relu(x)
         if self.activation is not None:
             x = self.activation(x)
         if self.batch_norm is not None:

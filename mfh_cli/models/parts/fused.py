@@ -114,6 +114,13 @@ def _rows_first_or_contiguous(x: torch.Tensor) -> torch.Tensor:
     return x if x.is_contiguous() or x.transpose(0, 1).is_contiguous() else x.contiguous()
 
 
+def relu_affine_(z: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """z ← max(z, 0)·scale + shift in place, one scale and shift per (group, channel) of z [G, B, C] (eval mode's
+    ReLU → BatchNorm); z in one of the kernel's two layouts (a copy otherwise, returned)."""
+    kernels, _ = load_kernels()
+    return kernels.relu_affine_(_rows_first_or_contiguous(z), scale.contiguous(), shift.contiguous())
+
+
 class ReluBatchNorm(torch.autograd.Function):
     """y = BatchNorm(ReLU(z)) with batch statistics over the rows of each (group, channel); also returns the
     batch mean and inverse std (no gradient) for the moving statistics."""

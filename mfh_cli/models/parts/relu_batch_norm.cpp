@@ -143,6 +143,25 @@ std::vector<torch::Tensor> relu_batch_norm_backward(torch::Tensor grad, torch::T
   return {dz, dweight, dbias};
 }
 
+// Eval mode: z <- max(z, 0) * scale + shift in place (BatchNorm with its moving statistics folded into one scale
+// and shift per channel, dense.py), one pass instead of eager's ReLU, BatchNorm and the copy into its view.
+torch::Tensor relu_affine_(torch::Tensor z, torch::Tensor scale, torch::Tensor shift) {
+  const Layout L = layout_of(z);
+  TORCH_CHECK(scale.is_contiguous() && shift.is_contiguous() && scale.numel() == L.outer * L.channels &&
+              shift.numel() == scale.numel(), "relu_affine_: one scale and shift per (group, channel) expected");
+  const int64_t C = L.channels, R = L.rows;
+  float* zp = z.data_ptr<float>();
+  const float* kp = scale.data_ptr<float>();
+  const float* hp = shift.data_ptr<float>();
+  elementwise(L, [&](int64_t o, int64_t r) {
+    float* __restrict row = zp + (o * R + r) * C;
+    const float* __restrict k = kp + o * C;
+    const float* __restrict h = hp + o * C;
+    for (int64_t c = 0; c < C; ++c) row[c] = std::max(row[c], 0.f) * k[c] + h[c];
+  });
+  return z;
+}
+
 // Gated mixing of experts with the gates' softmax (gates.py gated_mix), for each row (s, b):
 //   branch k: w = softmax(branch_scores[s,b,k,:C]); out[s,b,k,:] = sum_c w[c] * experts[s,b,e(k,c),:], where
 //   e(k,c) = k*P + c for c < P (branch k's own P experts) and K*P + c - P for the rest (the shared experts);
@@ -308,6 +327,7 @@ std::vector<torch::Tensor> gated_mix_backward(torch::Tensor grad, torch::Tensor 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", &relu_batch_norm_forward);
   m.def("backward", &relu_batch_norm_backward);
+  m.def("relu_affine_", &relu_affine_);
   m.def("gated_mix_forward", &gated_mix_forward);
   m.def("gated_mix_backward", &gated_mix_backward);
 }

@@ -98,7 +98,7 @@ class ExtractionLayer(nn.Module):
             scores = self.branch_gates.scores(branch_input).view(self.copies, self.branches, rows, -1).transpose(1, 2)
         shared_scores = self.shared_gate.scores(shared_input) if self.shared_gate is not None else None
         return gated_mix(experts, scores, self.per_branch, shared_scores, self.branch_gates.kind,
-                         fused_kernel=self.use_fused and self.training)
+                         fused_kernel=self.use_fused)
 
 
 class ExtractionSwitcher(nn.Module):

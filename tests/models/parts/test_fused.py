@@ -81,12 +81,22 @@ def test_fused_layer_is_closer_to_float64_than_eager():
     assert errors[True] <= errors[False]
 
 
-def test_fused_path_runs_only_in_training_and_eval_mode_is_unchanged():
-    layer, x = layer_and_input(6, 64, 32, False)
+@pytest.mark.parametrize("groups,rows,channels,shared_input", LAYOUTS)
+def test_fused_eval_pass_matches_eager_and_runs_only_without_a_gradient(groups, rows, channels, shared_input):
+    """Eval mode: predicting (no gradient) goes through the fused in-place ReLU → BatchNorm pass, within float
+    rounding of eager; with a gradient wanted, eval mode stays eager bit for bit."""
+    layer, x = layer_and_input(groups, rows, channels, shared_input)
+    with torch.no_grad():
+        layer.batch_norm.running_mean.normal_()
+        layer.batch_norm.running_var.uniform_(0.5, 2.0)
     layer.eval()
-    eager = layer(x)
-    use_fused_kernels(layer, True)
-    assert torch.equal(layer(x), eager)
+    eager_with_gradient = layer(x)
+    with torch.no_grad():
+        eager = layer(x)
+        use_fused_kernels(layer, True)
+        fused = layer(x)
+    torch.testing.assert_close(fused, eager, rtol=1e-6, atol=1e-6)
+    assert torch.equal(layer(x), eager_with_gradient)
 
 
 def test_fused_layer_gives_the_same_bits_at_one_and_two_threads():
@@ -128,6 +138,25 @@ def test_every_model_trains_through_the_fused_path_like_the_eager_one(label, ove
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-4, atol=1e-4)
     for name, eager_gradient in results[False][1].items():
         assert_close_to_scale(results[True][1][name], eager_gradient, 1e-3)
+
+
+@pytest.mark.parametrize("label,overrides", CASES, ids=[label for label, _ in CASES])
+def test_every_model_predicts_through_the_fused_path_like_the_eager_one(label, overrides):
+    """Every model of the zoo in eval mode without a gradient (how a run scores its splits): fused against eager,
+    after a training pass has moved the moving statistics off their initial values."""
+    import json
+    schema = schema_from_json(json.loads(GOLDEN_FILE.read_text())["schema"])
+    inputs = fixed_batch(schema)
+    outputs = {}
+    for fused in (False, True):
+        model = seeded_model(overrides, schema)
+        model.train()
+        model(*inputs)  # moving statistics from a batch (eager), the same for both
+        use_fused_kernels(model, fused)
+        model.eval()
+        with torch.no_grad():
+            outputs[fused] = model(*inputs)
+    torch.testing.assert_close(outputs[True], outputs[False], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("rows_first", [False, True])
