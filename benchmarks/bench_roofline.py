@@ -35,7 +35,8 @@ from mfh_cli.models.parts.fused import load_kernels, use_fused_kernels
 
 PAPER_INPUT_WIDTH = 256
 TRAINING_FLOPS_PER_FORWARD = 3
-TARGET_SHARE = 0.70  # of the fp32 peak, for mfh at the paper preset
+TARGET_SHARE = 0.60  # of the fp32 peak, for mfh training at the paper preset (the throughput issue)
+STRETCH_SHARE = 0.70  # its stretch goal
 MATMUL_OPS = {"mm", "addmm", "bmm", "baddbmm", "matmul", "linear", "_addmm_activation"}
 ACTIVATION_OPS = {"relu", "relu_", "clamp_min", "clamp_min_", "threshold_backward"}
 SCOPES = ("data", "optimizer")  # record_function labels of a profiled step's phases
@@ -150,14 +151,14 @@ def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: in
         lines.append(f"| {category} | {1e3 * seconds / steps:.2f} | {seconds / total:.0%} |")
     per_step = {category: 1e3 * seconds / steps for category, seconds in seconds_by_category.items()}
     matmul_ms, step_ms = 1e3 * matmul_seconds / steps, 1e3 * total / steps
-    target_ms = 1e3 * TRAINING_FLOPS_PER_FORWARD * flops * batch / (TARGET_SHARE * peak)
+    target_ms = 1e3 * TRAINING_FLOPS_PER_FORWARD * flops * batch / (STRETCH_SHARE * peak)
     normalise_ms = per_step.get("BatchNorm", 0.0) + per_step.get("activation (ReLU forward and backward)", 0.0)
     hidden = hidden_values_per_row(model)
     pass_ms = 1e3 * hidden * batch * 4 / bandwidth  # one read or write of them, fp32
     lines += ["", f"Inside the matmul ops alone the step runs at {matmul_rate / 1e9:.1f} GFLOP/s = "
               f"{matmul_rate / peak:.0%} of the fp32 peak; time outside matmuls is {1 - matmul_seconds / total:.0%} "
               "of the step. Achieved ≈ (matmul share) × (matmul efficiency) × peak.", "",
-              f"What {TARGET_SHARE:.0%} of the peak needs: the whole step in {target_ms:.0f} ms; its matmuls alone "
+              f"What {STRETCH_SHARE:.0%} of the peak (the stretch goal) needs: the whole step in {target_ms:.0f} ms; its matmuls alone "
               f"take {matmul_ms:.0f} ms at the efficiency above, and everything else {step_ms - matmul_ms:.0f} ms. "
               f"BatchNorm and ReLU (forward and backward) take {normalise_ms:.0f} ms over "
               f"{hidden:,} hidden values per row: one fp32 read or write of them for the "
@@ -172,6 +173,13 @@ def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: in
     lines += [f"| {average.key} | {average.count / steps:.0f} | {average.self_cpu_time_total / 1e3 / steps:.2f} |"
               for average in top]
     return lines
+
+
+def verdict(share: float) -> str:
+    """Whether a share of the peak meets the target and the stretch goal."""
+    if share >= STRETCH_SHARE:
+        return "target and stretch met"
+    return "target met, stretch not" if share >= TARGET_SHARE else "NOT met"
 
 
 def main() -> None:
@@ -271,13 +279,13 @@ def main() -> None:
     lines += ["", *profile_lines(model, inputs["paper"], arguments.batch, max(arguments.steps // 2, 2),
                                  peak["fp32"], flops, bandwidth,
                                  normalisation_passes(bandwidth, arguments.batch)),
-              "", f"Target: mfh paper training ≥ {TARGET_SHARE:.0%} of the fp32 peak: eager {share:.0%}, "
-              f"{'met' if share >= TARGET_SHARE else 'NOT met'}."]
+              "", f"Target: mfh paper training ≥ {TARGET_SHARE:.0%} of the fp32 peak (stretch {STRETCH_SHARE:.0%}): "
+              f"eager {share:.0%}, {verdict(share)}."]
     if kernels_missing is None:
         _, flops, speed = measured["paper", "mfh", "fp32 fused"]
         fused_share = speed * TRAINING_FLOPS_PER_FORWARD * flops / peak["fp32"]
         lines[-1] += (f" Fused kernels (trainer.kernels=fused, the default): {fused_share:.0%}, "
-                      f"{'met' if fused_share >= TARGET_SHARE else 'NOT met'}.")
+                      f"{verdict(fused_share)}.")
     else:
         lines[-1] += f" Fused kernels not measured: {kernels_missing}."
     title = "Roofline (benchmarks/bench_roofline.py)"
