@@ -170,7 +170,8 @@ torch::Tensor relu_affine_(torch::Tensor z, torch::Tensor scale, torch::Tensor s
 // over a last dimension of 2-8 spend most of their time per problem; here the weights are never built as an
 // [S,B,K,E] block matrix with zeros for the other branches' experts, and no product is formed with those zeros.
 // Scores [S,B,K,C] and [S,B,E] contiguous; experts [S,B,E,H] in any dense layout with unit stride along H (rows
-// first included); the experts' gradient is written in the experts' layout.
+// first included), the outputs' gradients in any layout with unit stride along H; the experts' gradient is written
+// in the experts' layout.
 namespace {
 struct Mix { int64_t S, B, K, C, E, H, P, s0, s1, s2; bool shared; };
 
@@ -291,11 +292,13 @@ std::vector<torch::Tensor> gated_mix_backward(torch::Tensor grad, torch::Tensor 
                                               torch::Tensor experts, int64_t per_branch) {
   experts = dense_rows(experts);
   const Mix D = mix_of(branch_weights, shared_weights, experts, per_branch);
-  grad = grad.contiguous();
+  if (grad.stride(3) != 1) grad = grad.contiguous();  // read in its own layout: only H must be dense
+  const int64_t g0 = grad.stride(0), g1 = grad.stride(1), g2 = grad.stride(2);
   auto dbranch = torch::empty_like(branch_weights);
   auto dshared = torch::empty_like(shared_weights);
   auto dexperts = torch::empty_like(experts);  // experts' layout: the layer that made them reads it without a copy
-  if (D.shared) shared_grad = shared_grad.contiguous();
+  if (D.shared && shared_grad.stride(2) != 1) shared_grad = shared_grad.contiguous();
+  const int64_t h0 = D.shared ? shared_grad.stride(0) : 0, h1 = D.shared ? shared_grad.stride(1) : 0;
   const float* gp = grad.data_ptr<float>();
   const float* sgp = D.shared ? shared_grad.data_ptr<float>() : nullptr;
   const float* wp = branch_weights.data_ptr<float>();
@@ -313,12 +316,13 @@ std::vector<torch::Tensor> gated_mix_backward(torch::Tensor grad, torch::Tensor 
       for (int64_t e = 0; e < D.E; ++e) std::fill(dx + e * D.s2, dx + e * D.s2 + D.H, 0.f);
       for (int64_t k = 0; k < D.K; ++k) {
         const int64_t gate = row * D.K + k;
-        weighted_sum_backward(x, dx, D.s2, wp + gate * D.C, gp + gate * D.H, D.C, D.H, dbp + gate * D.C,
+        const float* g = gp + (row / D.B) * g0 + (row % D.B) * g1 + k * g2;
+        weighted_sum_backward(x, dx, D.s2, wp + gate * D.C, g, D.C, D.H, dbp + gate * D.C,
                               scratch.data(), [&](int64_t c) { return c < D.P ? k * D.P + c : D.K * D.P + c - D.P; });
       }
       if (D.shared)
-        weighted_sum_backward(x, dx, D.s2, swp + row * D.E, sgp + row * D.H, D.E, D.H, dsp + row * D.E,
-                              scratch.data(), [](int64_t e) { return e; });
+        weighted_sum_backward(x, dx, D.s2, swp + row * D.E, sgp + (row / D.B) * h0 + (row % D.B) * h1, D.E, D.H,
+                              dsp + row * D.E, scratch.data(), [](int64_t e) { return e; });
     }
   });
   return {dbranch, dshared, dexperts};

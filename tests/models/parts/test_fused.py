@@ -164,7 +164,8 @@ def test_every_model_predicts_through_the_fused_path_like_the_eager_one(label, o
                                                                       (0, 4, 16, True), (3, 0, 8, False)])
 def test_fused_gates_and_mixing_match_eager_with_gradients(rows_first, per_branch, shared, width, with_shared_gate):
     """gates.gated_mix (softmax of the scores, then the mixing) through the C++ loop against the eager softmax and
-    products, experts stored either way; MMoE's all-shared and a layer without shared experts included."""
+    products, experts stored either way, the outputs' gradient strided; MMoE's all-shared and a layer without shared
+    experts included."""
     torch.manual_seed(0)
     copies, rows, branches = 2, 300, 3
     experts_count = branches * per_branch + shared
@@ -172,13 +173,16 @@ def test_fused_gates_and_mixing_match_eager_with_gradients(rows_first, per_branc
         torch.randn(copies, rows, experts_count, width)
     branch_scores = 3 * torch.randn(copies, rows, branches, per_branch + shared)
     shared_scores = 3 * torch.randn(copies, rows, 1, experts_count) if with_shared_gate else None
+    coefficients = torch.randn(copies, branches, rows, width)
     results = []
     for fused_kernel in (False, True):
         inputs = [t.detach().clone().requires_grad_(True) if t is not None else None
                   for t in (stored, branch_scores, shared_scores)]
         branch_output, shared_output = gated_mix(inputs[0], inputs[1], per_branch, inputs[2], "softmax",
                                                  fused_kernel)
-        loss = branch_output.square().sum() + (0 if shared_output is None else shared_output.sin().sum())
+        # the branch outputs' gradient arrives in another layout (as from the next layer's transpose)
+        loss = (branch_output.transpose(1, 2).contiguous().square() * coefficients).sum() + \
+            (0 if shared_output is None else shared_output.sin().sum())
         loss.backward()
         results.append([branch_output, shared_output, *(t.grad for t in inputs if t is not None)])
     for eager, fused in zip(*results):
