@@ -158,7 +158,8 @@ def profile_lines(model, inputs: tuple[torch.Tensor, ...], batch: int, steps: in
     lines += ["", f"Inside the matmul ops alone the step runs at {matmul_rate / 1e9:.1f} GFLOP/s = "
               f"{matmul_rate / peak:.0%} of the fp32 peak; time outside matmuls is {1 - matmul_seconds / total:.0%} "
               "of the step. Achieved ≈ (matmul share) × (matmul efficiency) × peak.", "",
-              f"What {STRETCH_SHARE:.0%} of the peak (the stretch goal) needs: the whole step in {target_ms:.0f} ms; its matmuls alone "
+              f"What {STRETCH_SHARE:.0%} of the peak (the stretch goal) needs: the whole step in {target_ms:.0f} ms; "
+              "its matmuls alone "
               f"take {matmul_ms:.0f} ms at the efficiency above, and everything else {step_ms - matmul_ms:.0f} ms. "
               f"BatchNorm and ReLU (forward and backward) take {normalise_ms:.0f} ms over "
               f"{hidden:,} hidden values per row: one fp32 read or write of them for the "

@@ -66,8 +66,8 @@ def main() -> None:
     torch.set_num_threads(1)
     batch, rounds, steps = (64, 1, 1) if arguments.quick else (arguments.batch, arguments.rounds, arguments.steps)
     print(machine())
-    lines = [f"mfh compact training step (forward, backward, fused Adam), 1 thread, trainer.kernels={arguments.kernels}; "
-             f"medians of {rounds} alternating blocks of {steps} steps. Bound = {arguments.seeds} × t({batch} rows) / "
+    lines = [f"Compact training step (forward, backward, fused Adam), 1 thread, "
+             f"trainer.kernels={arguments.kernels}; medians of {rounds} alternating blocks of {steps} steps. Bound = {arguments.seeds} × t({batch} rows) / "
              f"t({arguments.seeds * batch} rows): the most a stacked step of {arguments.seeds} seeds could gain.", "",
              f"| model | step, {batch} rows, ms | step, {arguments.seeds * batch} rows, ms | "
              "stacking bound | fixed cost per step, ms |", "|---|---:|---:|---:|---:|"]
