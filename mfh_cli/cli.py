@@ -340,7 +340,7 @@ def report_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
 
 @app.command("reproduce", **WITH_OVERRIDES, short_help="The main job: every study, table and verdict.",
              epilog=examples(
-    "mfh reproduce                        # the simulator's default world: 45 runs, 11-20 min on 2 cores",
+    "mfh reproduce                        # the simulator's default world: 45 runs, 10-20 min on 2 cores",
     "mfh reproduce --seeds 5 --jobs 2     # five seeds per variant, two runs at a time"))
 def reproduce_command(overrides: Overrides = None, seeds: Seeds = None, jobs: Jobs = _CORES, data_dir: DataDir = None,
                       results_dir: ResultsDir = None, quiet: Quiet = False,
