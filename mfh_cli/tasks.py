@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from mfh_cli.errors import ConfigError  # imports nothing of mfh_cli
+
 if TYPE_CHECKING:  # types only: tasks.py imports nothing of the layers that read it
     from omegaconf import DictConfig
 
@@ -74,8 +76,6 @@ def run_facets(tasks_cfg: DictConfig, schema: Schema) -> dict[str, list[str]]:
     """{facet: its values} of a run, in the order of `tasks_cfg.facets` (canonical task order: the last facet
     varies fastest). `tasks_cfg` is the composed `cfg.tasks` (checked by config_schema), `schema` the dataset's;
     a facet the dataset does not have (no values) is a ConfigError naming it."""
-    from mfh_cli.errors import ConfigError  # errors imports nothing of mfh_cli
-
     grid = {name: FACETS[name].run_values(tasks_cfg, schema) for name in tasks_cfg.facets}
     empty = [name for name, values in grid.items() if not values]
     if empty:

@@ -385,14 +385,13 @@ def _draw_rows(world: World, generator: torch.Generator, scenario_generator: tor
     item = torch.searchsorted(world.item_cdf, uniform[:, 2].contiguous(), right=True).clamp_(
         max=world.item_cdf.shape[0] - 1)
     features = torch.cat([world.item_dense.index_select(0, item), gaussian[:, :1]], dim=1)  # [R, 3]
-    interaction = (world.user_projection.index_select(0, user)
-                   * world.item_factor.index_select(0, item)[:, None, :]).sum(-1)  # [R, B]
+    item_factor = world.item_factor.index_select(0, item)  # [R, K]
+    interaction = (world.user_projection.index_select(0, user) * item_factor[:, None, :]).sum(-1)  # [R, B]
     logit = world.bias + interaction + features @ world.feature_weights + world.group_shift.index_select(0, group)
     scenario = torch.zeros(BLOCK_ROWS, dtype=torch.int64)
     if world.scenario_cdf is not None:
         scenario = torch.searchsorted(world.scenario_cdf, torch.rand(BLOCK_ROWS, generator=scenario_generator),
                                       right=True).clamp_(max=world.scenarios - 1)
-        item_factor = world.item_factor.index_select(0, item)  # [R, K]
         user_side = torch.einsum("rk,rkj->rj", world.user_factor.index_select(0, user),
                                  world.scenario_matrix.index_select(0, scenario))
         deviation = world.scenario_shift.index_select(0, scenario) + (user_side * item_factor).sum(-1)  # [R]

@@ -85,8 +85,6 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     """The tidy table of a study (TIDY_COLUMNS) with verdicts against no paper; `paper.attach_paper` then fills
     the paper columns and decides again."""
     runs = study.runs.assign(scaled=lambda frame: to_unbounded(frame["value"], frame["metric"]))
-    if "rows" not in runs:  # a frame built without the runs' cell sizes
-        runs = runs.assign(rows=np.nan)
     cells = (runs.groupby(["group", "variant", "task", "metric"], sort=False)
              .agg(mean=("value", "mean"), n_seeds=("value", "count"), n_runs=("value", "size"),
                   reason=("reason", _first_reason), scaled_mean=("scaled", "mean"), scaled_std=("scaled", "std"),

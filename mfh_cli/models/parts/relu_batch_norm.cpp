@@ -223,29 +223,27 @@ inline void weighted_sum(const float* x, int64_t s2, const float* w, int64_t n, 
   }
 }
 
-// Backward of out = sum_i softmax(scores)[i] * x[expert(i)] for one gate of one row: the scores' gradient into ds,
-// the experts' gradient added into dx; dw is scratch of n floats.
+// Backward of out = sum_i softmax(scores)[i] * x[expert(i)] for one gate of one row: the scores' gradient into ds
+// (which first holds the weights' gradient), the experts' gradient added into dx.
 template <typename Expert>
 inline void weighted_sum_backward(const float* x, float* dx, int64_t s2, const float* w, const float* g, int64_t n,
-                                  int64_t H, float* __restrict ds, float* __restrict dw, Expert expert) {
+                                  int64_t H, float* __restrict ds, Expert expert) {
   float total = 0.f;
   for (int64_t i = 0; i < n; ++i) {
     const int64_t e = expert(i);
-    dw[i] = dot(g, x + e * s2, H);
-    total += w[i] * dw[i];
+    ds[i] = dot(g, x + e * s2, H);
+    total += w[i] * ds[i];
     const float wi = w[i];
     float* __restrict dxe = dx + e * s2;
     for (int64_t h = 0; h < H; ++h) dxe[h] += wi * g[h];
   }
-  for (int64_t i = 0; i < n; ++i) ds[i] = w[i] * (dw[i] - total);  // softmax's backward
+  for (int64_t i = 0; i < n; ++i) ds[i] = w[i] * (ds[i] - total);  // softmax's backward
 }
 
-// f(row) for the S*B rows in parallel chunks of CHUNK rows.
+// f(row, offset of the row's experts) for the S*B rows, in parallel chunks of rows (for_each_row).
 template <typename F>
 void for_each_mix_row(const Mix& D, F f) {
-  at::parallel_for(0, D.S * D.B, CHUNK, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) f(row, (row / D.B) * D.s0 + (row % D.B) * D.s1);
-  });
+  for_each_row(D.S * D.B, [&](int64_t row) { f(row, (row / D.B) * D.s0 + (row % D.B) * D.s1); });
 }
 }  // namespace
 
@@ -307,23 +305,19 @@ std::vector<torch::Tensor> gated_mix_backward(torch::Tensor grad, torch::Tensor 
   float* dbp = dbranch.data_ptr<float>();
   float* dsp = D.shared ? dshared.data_ptr<float>() : nullptr;
   float* dxp = dexperts.data_ptr<float>();
-  at::parallel_for(0, D.S * D.B, CHUNK, [&](int64_t begin, int64_t end) {
-    std::vector<float> scratch(static_cast<size_t>(std::max(D.C, D.E)));
-    for (int64_t row = begin; row < end; ++row) {
-      const int64_t at = (row / D.B) * D.s0 + (row % D.B) * D.s1;  // this row's experts (and their gradient)
-      const float* x = xp + at;
-      float* dx = dxp + at;
-      for (int64_t e = 0; e < D.E; ++e) std::fill(dx + e * D.s2, dx + e * D.s2 + D.H, 0.f);
-      for (int64_t k = 0; k < D.K; ++k) {
-        const int64_t gate = row * D.K + k;
-        const float* g = gp + (row / D.B) * g0 + (row % D.B) * g1 + k * g2;
-        weighted_sum_backward(x, dx, D.s2, wp + gate * D.C, g, D.C, D.H, dbp + gate * D.C,
-                              scratch.data(), [&](int64_t c) { return c < D.P ? k * D.P + c : D.K * D.P + c - D.P; });
-      }
-      if (D.shared)
-        weighted_sum_backward(x, dx, D.s2, swp + row * D.E, sgp + (row / D.B) * h0 + (row % D.B) * h1, D.E, D.H,
-                              dsp + row * D.E, scratch.data(), [](int64_t e) { return e; });
+  for_each_mix_row(D, [&](int64_t row, int64_t at) {  // `at`: this row's experts (and their gradient)
+    const float* x = xp + at;
+    float* dx = dxp + at;
+    for (int64_t e = 0; e < D.E; ++e) std::fill(dx + e * D.s2, dx + e * D.s2 + D.H, 0.f);
+    for (int64_t k = 0; k < D.K; ++k) {
+      const int64_t gate = row * D.K + k;
+      const float* g = gp + (row / D.B) * g0 + (row % D.B) * g1 + k * g2;
+      weighted_sum_backward(x, dx, D.s2, wp + gate * D.C, g, D.C, D.H, dbp + gate * D.C,
+                            [&](int64_t c) { return c < D.P ? k * D.P + c : D.K * D.P + c - D.P; });
     }
+    if (D.shared)
+      weighted_sum_backward(x, dx, D.s2, swp + row * D.E, sgp + (row / D.B) * h0 + (row % D.B) * h1, D.E, D.H,
+                            dsp + row * D.E, [](int64_t e) { return e; });
   });
   return {dbranch, dshared, dexperts};
 }
