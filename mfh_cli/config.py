@@ -31,6 +31,10 @@ OmegaConf.register_new_resolver("joint_tree", joint_tree, replace=True)
 # reduction order, so the run id holds the count actually used (and trainer.device / trainer.precision the ones
 # actually used: engine/placement.py resolves them first).
 EXECUTION_ONLY_KEYS = ("trainer.progress", "trainer.allow_emulated_bf16", "tracking")
+# Keys added after runs were made, at the value that reproduces those runs: at that value a key stays out of the run
+# id, so the runs made before it existed are found again (`data.duplicates=keep`: duplicate impressions kept, as
+# every loader did before data/validate.py's policy; the default `drop` names new runs).
+LEGACY_VALUES = {"data.duplicates": "keep"}
 # The fused kernels' numerics (models/parts/relu_batch_norm.cpp): part of a fused run's id, so that a run trained by
 # an earlier kernel is not reused as this one's. Raise it when a change to the kernels changes their floats.
 # 2: the gates' softmax moved into the fused mixing (2026-12-03).
@@ -117,14 +121,22 @@ def config_hash(cfg: DictConfig, length: int = 12) -> str:
     if container["trainer"].get("kernels") == "fused":
         container["trainer"]["kernels"] = f"fused-{FUSED_KERNELS_VERSION}"
     for dotted in EXECUTION_ONLY_KEYS:
-        node = container
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.get(key, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict):
-            node.pop(leaf, None)
+        _pop(container, dotted)
+    for dotted, legacy in LEGACY_VALUES.items():
+        _pop(container, dotted, only=legacy)
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def _pop(container: dict, dotted: str, only: object = None) -> None:
+    """Remove the key `dotted` (a.b.c) from a nested dict where present (and, given `only`, where it holds that
+    value)."""
+    node = container
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node.get(key, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and leaf in node and (only is None or node[leaf] == only):
+        del node[leaf]
 
 
 def results_dir(option: Path | None = None) -> Path:

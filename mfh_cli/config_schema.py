@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from mfh_cli.errors import ConfigError
 from mfh_cli.tasks import BEHAVIOUR, FACETS, USER_GROUP
 
+# What the loaders do with duplicate impressions (`data.duplicates`, data/validate.py apply_duplicate_policy).
+DUPLICATE_POLICIES = ("drop", "keep")
 PositiveInt = Annotated[int, Field(ge=1)]
 Count = Annotated[int, Field(ge=0)]
 Widths = list[PositiveInt]
@@ -150,8 +152,11 @@ def check_config(cfg: DictConfig) -> None:
 def check_data(data_cfg: DictConfig) -> None:
     """The loader's own rules for its data keys (one place per loader), run at compose time.
 
-    `data=table` is checked when its log and mapping file are read (its mapping may live in that file).
+    `data=table`'s mapping is checked when its log and mapping file are read (its mapping may live in that file).
     """
+    if data_cfg.name in ("kuairand", "table") and data_cfg.get("duplicates") not in DUPLICATE_POLICIES:
+        raise ConfigError(f"data.duplicates: must be one of {', '.join(DUPLICATE_POLICIES)} "
+                          f"(got {data_cfg.get('duplicates')!r})")
     if data_cfg.name == "synthetic":
         from mfh_cli.data.synthetic import read_settings  # imported here: the data layer sits above config
 

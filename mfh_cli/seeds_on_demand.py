@@ -25,7 +25,7 @@ from mfh_cli.report.aggregate import summarise
 from mfh_cli.report.collect import ORACLE, find_studies
 from mfh_cli.report.paper import attach_paper
 from mfh_cli.report.sequential import BOUNDARY, chance_decided
-from mfh_cli.report.verdicts import ALPHA, DECIDED
+from mfh_cli.report.verdicts import ALPHA, DECIDED, NOT_COMPUTED
 from mfh_cli.studies.execute import ablate, write_study_json
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study
@@ -85,11 +85,14 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
                 if seeds > finished_rounds:  # a round that trained (a replayed one only re-read finished runs)
                     round_seconds.append(round(elapsed, 1))
                 state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds)
-                verdicts = _selected(judge(results_dir, study.name, dataset), cells)
+                judged = judge(results_dir, study.name, dataset)
+                verdicts = _selected(judged, cells)
                 selected, decided = len(verdicts), int(verdicts["verdict"].isin(DECIDED).sum())
+                not_computed = int((judged["verdict"] == NOT_COMPUTED).sum())
+                left_out = f", {not_computed} not computed and left out" if not_computed else ""
                 _save_state(directory, state)
-                console.print(f"round {seeds}: {decided} of {selected} cells decided ({_counts(verdicts)}); "
-                              f"{elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent",
+                console.print(f"round {seeds}: {decided} of {selected} cells decided ({_counts(verdicts)}"
+                              f"{left_out}); {elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent",
                               markup=False, highlight=False)
                 if selected and decided == selected:
                     stopped = "decided"
@@ -153,9 +156,9 @@ def judge(results_dir: Path, study: str, dataset: str) -> pd.DataFrame:
 
 
 def _selected(tidy: pd.DataFrame, cells: str | None) -> pd.DataFrame:
-    """The tested cells (neither the reference nor the oracle) matching `--cells` patterns 'variant/group/task'
-    (comma-separated, shell wildcards; none = all)."""
-    tested = tidy[(tidy["verdict"] != "") & (tidy["variant"] != ORACLE)]
+    """The tested cells (neither the reference nor the oracle, and computed: more seeds cannot decide a cell
+    without rows) matching `--cells` patterns 'variant/group/task' (comma-separated, shell wildcards; none = all)."""
+    tested = tidy[~tidy["verdict"].isin(["", NOT_COMPUTED]) & (tidy["variant"] != ORACLE)]
     if not cells:
         return tested
     patterns = [pattern.strip() for pattern in cells.split(",") if pattern.strip()]

@@ -268,7 +268,7 @@ def auc_value(scores: np.ndarray, labels: np.ndarray) -> float | None:
 
 def _single_class(labels: np.ndarray) -> str:
     positives = int(_binary(labels).sum())
-    return f"single class ({positives} positives in {np.asarray(labels).size} rows)"
+    return f"one class only ({positives} positives in {np.asarray(labels).size} rows)"
 
 
 def auc(predictions: np.ndarray, labels: np.ndarray, users: np.ndarray) -> MetricValue:

@@ -12,8 +12,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from mfh_cli import __version__, config_names
 from tests.conftest import mfh_executable
@@ -194,6 +196,46 @@ def test_every_simulator_example_in_the_help_runs(tmp_path: Path):
     assert studies and len(written) == len(studies)
     assert all(path.read_text() == (tmp_path / "results" / "tables" / path.name).read_text() for path in written)
     _run_examples(examples[output:], tmp_path)
+
+
+def write_own_log_without_new_users_in_test(folder: Path) -> Path:
+    """A small own log (1,200 rows, 30 users, play labels) whose 6 new users have rows only in the first half of
+    the time order, so the time-ordered 60/20/20 split leaves the `new` group without a test row; its mapping."""
+    generator = np.random.default_rng(0)
+    rows = 1200
+    user = generator.integers(0, 30, rows)
+    time = np.arange(rows)
+    user[(time >= rows // 2) & (user < 6)] = 29  # the new users' later rows go to a high-activity user
+    activity = np.array(["new"] * 6 + ["low"] * 12 + ["high"] * 12)
+    pd.DataFrame({"uid": user, "video": generator.integers(0, 40, rows), "ts": time, "activity": activity[user],
+                  "cmpl": generator.random(rows).round(3), "finish": generator.integers(0, 2, rows),
+                  "skip": generator.integers(0, 2, rows)}).to_csv(folder / "log.csv", index=False)
+    mapping = {"path": "log.csv", "user": "uid", "item": "video", "time": "ts",
+               "group": {"column": "activity", "default": "low", "names": ["new", "low", "high"]},
+               "labels": {"cmpl": {"column": "cmpl", "range": [0, 1]}, "finish": "finish", "skip": "skip"},
+               "split": {"by": "fraction", "fractions": [0.6, 0.2, 0.2]}}
+    (folder / "mapping.yaml").write_text(yaml.safe_dump(mapping))
+    return folder / "mapping.yaml"
+
+
+@pytest.mark.slow  # two tiny seeds of Table 2 on an own log, then its report (~10 s)
+def test_a_group_without_test_rows_is_not_computed_and_every_count_says_of_how_many(run_mfh, tmp_path: Path):
+    mapping = write_own_log_without_new_users_in_test(tmp_path)
+    run_mfh("ablate", "--study", "hierarchical", "--seeds", "2", "--jobs", "1", "--quiet", "data=table",
+            f"data.mapping={mapping}", "trainer=smoke", "--data-dir", str(tmp_path), check=True)
+    report = run_mfh("report", "--study", "hierarchical", "--format", "markdown", check=True).stdout
+    assert "no rows with this label" not in report
+    assert report.count("| n/a: no rows of this group in the test split |") == 6  # hmtl and flat, 3 tasks
+    for task in ("cmpl MSE", "finish AUC", "skip AUC"):
+        assert f"| new | flat | {task} | — | — | — | — | — |" in report
+    assert report.count("| not computed: no rows of this group in the test split |") == 3
+    left_out = "; 3 of 9 cells not computed (no rows of this group in the test split)"
+    verdicts = next(line for line in report.splitlines() if ", 2 seeds: " in line)
+    assert verdicts.endswith(f"(Holm over 6 of 9 cells, α = 0.05){left_out}")
+    agreement = next(line for line in report.splitlines() if "direction agrees with the paper" in line)
+    assert re.search(r"direction agrees with the paper in \d of 6 cells \(\d significant\)" + re.escape(left_out) + "$",
+                     agreement)
+    assert "too few rows" not in report  # the new cells have no value to flag
 
 
 @pytest.mark.slow  # three tiny runs of the three-facet study, then its report (~25 s on one core)

@@ -27,7 +27,8 @@ from mfh_cli.data.encoding import encode, gather, standardise
 from mfh_cli.data.kuairand_format import (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN, log_folder, log_row_groups,
                                           split_of, split_ranges, tab_scenarios, user_groups)
 from mfh_cli.data.schema import SPLITS, Schema
-from mfh_cli.data.validate import RULES_VERSION, kuairand_problems, stop_on_errors
+from mfh_cli.data.validate import (KUAIRAND_RULES, RULES_VERSION, apply_duplicate_policy, duplicate_policy,
+                                   kuairand_problems, stop_on_errors)
 from mfh_cli.errors import DataError
 from mfh_cli.tasks import (BEHAVIOURS, CMPL, COMMENT, FINISH, FOLLOW, LIKE, SHARE, SKIP, USER_GROUPS,
                             WATCH_BEHAVIOURS)
@@ -37,7 +38,7 @@ ENCODING_VERSION = 2  # 2: rows carry their scenario (tab)
 
 # The log columns read, with their dtypes (no other label column is read: none may become an input).
 LOG_COLUMNS = {
-    "user_id": "int64", "video_id": "int64", "date": "int64", "hourmin": "int64", "tab": "int64",
+    "user_id": "int64", "video_id": "int64", "date": "int64", "hourmin": "int64", "time_ms": "int64", "tab": "int64",
     "play_time_ms": "int64", "duration_ms": "int64",
     "is_like": "int8", "is_forward": "int8", "is_comment": "int8", "is_follow": "int8",
 }
@@ -90,6 +91,7 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
     user_fields, video_fields = list(data_cfg.user_fields), list(data_cfg.video_fields)
     dense_columns = list(data_cfg.dense)
     log = pd.concat([_read_csv(path, LOG_COLUMNS) for path in logs], ignore_index=True)
+    log, duplicate_notes = apply_duplicate_policy(log, KUAIRAND_RULES.unique, duplicate_policy(data_cfg))
     split = split_of(log["date"].to_numpy(), ranges)
     log, split = log[split >= 0].reset_index(drop=True), split[split >= 0]
     in_train = split == SPLITS.index("train")
@@ -120,8 +122,8 @@ def build_kuairand(data_cfg: DictConfig, logs: list[Path], user_tables: list[Pat
     dense = dense_features(users[dense_columns].to_numpy(), user_row, in_train)  # [N, D]
 
     missing_users = int((user_row < 0).sum())
-    notes = [f"{missing_users:,} log rows have a user missing from {user_tables[0].name}: group low, user "
-             f"features unknown"] if missing_users else []
+    notes = duplicate_notes + ([f"{missing_users:,} log rows have a user missing from {user_tables[0].name}: group "
+                                f"low, user features unknown"] if missing_users else [])
     schema = Schema(categorical=vocabulary, dense=dense_columns, behaviours=dict(BEHAVIOURS), groups=list(USER_GROUPS),
                     name="kuairand", notes=notes, scenarios=scenarios)
     dataset = Dataset.from_numpy(schema, categorical=categorical, dense=dense, labels=labels, label_mask=label_mask,

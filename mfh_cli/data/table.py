@@ -24,14 +24,15 @@ from mfh_cli.data.dataset import Dataset
 from mfh_cli.data.describe import label_sparsity_notes
 from mfh_cli.data.encoding import encode, standardise
 from mfh_cli.data.schema import SPLITS, Schema
-from mfh_cli.data.validate import (RULES_VERSION, TableMapping, assign_groups, assign_splits, parse_mapping,
-                                   read_log, read_mapping_file, stop_on_errors, table_problems)
+from mfh_cli.data.validate import (RULES_VERSION, TableMapping, apply_duplicate_policy, assign_groups, assign_splits,
+                                   duplicate_policy, parse_mapping, read_log, read_mapping_file, stop_on_errors,
+                                   table_problems)
 from mfh_cli.errors import ConfigError, DataError
 
 # Bump when the encoding changes, so caches written by an older loader are not reused.
 ENCODING_VERSION = 2
 # data-config keys that are not part of the mapping
-DATA_KEYS = ("name", "dir", "mapping", "sparse_positives", "hidden_inputs")
+DATA_KEYS = ("name", "dir", "mapping", "sparse_positives", "hidden_inputs", "duplicates")
 
 
 def load_table(data_cfg: DictConfig, directory: Path, cache_dir: Path | None, quiet: bool) -> Dataset:
@@ -45,20 +46,23 @@ def load_table(data_cfg: DictConfig, directory: Path, cache_dir: Path | None, qu
     path = Path(mapping.path) if Path(mapping.path).is_absolute() else Path(directory) / mapping.path
     if not path.is_file():
         raise DataError(f"{path}: no such file (the log's path is relative to the data dir unless absolute)")
-    sparse_positives = int(data_cfg.sparse_positives)
+    sparse_positives, duplicates = int(data_cfg.sparse_positives), duplicate_policy(data_cfg)
     key = {"encoding": ENCODING_VERSION, "rules": RULES_VERSION, "mapping": asdict(mapping),
-           "sparse_positives": sparse_positives}
+           "sparse_positives": sparse_positives, "duplicates": duplicates}
     return cached_dataset("table", key, [path], cache_dir,
-                          lambda: build_table(path, mapping, sparse_positives, quiet))
+                          lambda: build_table(path, mapping, sparse_positives, duplicates, quiet))
 
 
-def build_table(path: Path, mapping: TableMapping, sparse_positives: int, quiet: bool) -> Dataset:
-    """Read and check the log as `mfh data validate` does (the first error raises DataError), then encode it; no
-    cache (so nothing is cached from a log that fails the checks)."""
+def build_table(path: Path, mapping: TableMapping, sparse_positives: int, duplicates: str,
+                quiet: bool) -> Dataset:
+    """Read and check the log as `mfh data validate` does (the first error raises DataError), apply the duplicate
+    impressions policy `duplicates`, then encode it; no cache (so nothing is cached from a log that fails the
+    checks)."""
     frame, unreadable = read_log(path)
-    stop_on_errors([unreadable] if unreadable else table_problems(frame, mapping, path.name), quiet)
+    stop_on_errors([unreadable] if unreadable else table_problems(frame, mapping, path.name, duplicates), quiet)
+    frame, duplicate_notes = apply_duplicate_policy(frame, mapping.column_rules().unique, duplicates)
     dataset = encode_table(frame, mapping)
-    dataset.schema = replace(dataset.schema, notes=label_sparsity_notes(dataset, sparse_positives))
+    dataset.schema = replace(dataset.schema, notes=duplicate_notes + label_sparsity_notes(dataset, sparse_positives))
     return dataset
 
 

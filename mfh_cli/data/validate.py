@@ -12,10 +12,12 @@ Shape letters: N log rows, U user-table rows.
 
 from __future__ import annotations
 
+import re
 import sys
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mfh_cli.config import CONF_DIR
+from mfh_cli.config_schema import DUPLICATE_POLICIES
 from mfh_cli.data.kuairand_format import (ABSENT_USER_GROUP, LOG_PATTERN, USER_PATTERN, log_folder, log_row_groups,
                                           split_of, split_ranges, user_groups)
 from mfh_cli.data.schema import SPLITS
@@ -32,7 +35,18 @@ from mfh_cli.tasks import BEHAVIOURS, KINDS, USER_GROUPS
 
 EXAMPLE_ROWS = 3  # row numbers quoted per problem
 # Bump when a rule changes: the loaders put it in their cache key, so no dataset cached under older rules is reused.
-RULES_VERSION = 2
+# 3: log files repeating each other's rows or days are an error; duplicate impressions follow data.duplicates.
+RULES_VERSION = 3
+
+# Duplicate impressions (issue 27, [ours]): rows repeating an earlier row's user, item and time are one impression
+# logged twice (on the KuaiRand slice 5,885 rows, 5,460 of them identical in every column). `data.duplicates`:
+# `drop` (the default) keeps the first row of each in file order and drops the repeats; `keep` trains on and scores
+# every row, so a repeat weighs double (every loader before this rule; at that value it stays out of the run id,
+# config.LEGACY_VALUES, so those runs are found again). Both loaders and `mfh data validate` apply it alike.
+DEFAULT_DUPLICATES = "drop"
+# Parts of one log (KuaiRand-27K ships each period as *_part1.csv and *_part2.csv, both over every day of it) may
+# share days; other log files of one folder may not (`overlapping_logs`).
+PART_SUFFIX = re.compile(r"_part\d+$")
 
 # The 19 official KuaiRand log columns, in official order (shared/data/kuairand-pure/SOURCE.md).
 KUAIRAND_LOG_COLUMNS = (
@@ -152,11 +166,76 @@ def not_binary(values: np.ndarray, file: str, column: str) -> Problem | None:
     return rows_problem(bad, file, column, "values outside {0, 1} (a binary label)")
 
 
-def duplicate_rows(frame: pd.DataFrame, keys: Sequence[str], file: str) -> Problem | None:
-    """A warning for rows repeating an earlier row's values in every key column (same user, item and time)."""
+def duplicate_rows(frame: pd.DataFrame, keys: Sequence[str], file: str, duplicates: str) -> Problem | None:
+    """A warning for rows repeating an earlier row's values in every key column (same user, item and time), saying
+    what the loaders do with them under the policy `duplicates` (DUPLICATE_POLICIES)."""
     bad = frame.duplicated(subset=list(keys), keep="first").to_numpy()
-    return rows_problem(bad, file, ",".join(keys), "duplicate rows (these columns repeat an earlier row)",
-                        level="warning")
+    return rows_problem(bad, file, ",".join(keys), f"duplicate impressions (these columns repeat an earlier row): "
+                        f"{DUPLICATE_ACTIONS[duplicates]} (data.duplicates={duplicates})", level="warning")
+
+
+DUPLICATE_ACTIONS = {"drop": "the loader drops them, keeping the first of each",
+                     "keep": "the loader keeps them, so each weighs double"}
+
+
+def duplicate_policy(data_cfg: DictConfig | dict) -> str:
+    """`data.duplicates` of a data config, checked (ConfigError naming the key otherwise)."""
+    policy = data_cfg.get("duplicates", DEFAULT_DUPLICATES)
+    if policy not in DUPLICATE_POLICIES:
+        raise ConfigError(f"data.duplicates: must be one of {', '.join(DUPLICATE_POLICIES)} (got {policy!r})")
+    return policy
+
+
+def apply_duplicate_policy(frame: pd.DataFrame, keys: Sequence[str], duplicates: str) -> tuple[pd.DataFrame,
+                                                                                                list[str]]:
+    """The rows a loader keeps under the policy `duplicates` and, where the log has duplicate impressions, the
+    note saying how many and what became of them (the dataset's notes: `mfh data describe` prints them)."""
+    repeated = frame.duplicated(subset=list(keys), keep="first").to_numpy()
+    count = int(repeated.sum())
+    if count == 0:
+        return frame, []
+    done = "dropped, the first of each kept" if duplicates == "drop" else "kept, so each weighs double"
+    note = (f"{count:,} duplicate impressions (rows repeating an earlier row's {', '.join(keys)}, "
+            f"{count / len(frame):.1%} of the log's rows) {done} (data.duplicates={duplicates})")
+    if duplicates == "keep":
+        return frame, [note]
+    return frame[~repeated].reset_index(drop=True), [note]
+
+
+def overlapping_logs(logs: list[tuple[str, pd.DataFrame, np.ndarray]], duplicates: str) -> list[Problem]:
+    """What several log files of one dataset hold twice, from (file name, its key columns, its dates [N]) per file
+    in load order. Two logs: an error where a later file repeats rows of an earlier one (every key column equal) or
+    where their rows' dates overlap (read from the rows, not the names). Parts of one log (names equal but for a
+    `_partN` suffix) may share days, and a row repeated across them is a duplicate impression of that log: a
+    warning under the policy `duplicates`, as within a file."""
+    problems = []
+    for (first_name, first_keys, first_dates), (name, keys, dates) in combinations(logs, 2):
+        with np.errstate(invalid="ignore"):  # NaN dates are an error of their own (missing_values)
+            start = max(np.nanmin(first_dates, initial=np.inf), np.nanmin(dates, initial=np.inf))
+            end = min(np.nanmax(first_dates, initial=-np.inf), np.nanmax(dates, initial=-np.inf))
+        if not start <= end:
+            continue
+        shared = f"{_number(start)}-{_number(end)}"
+        repeated = pd.MultiIndex.from_frame(keys).isin(pd.MultiIndex.from_frame(first_keys))
+        columns = ", ".join(keys.columns)
+        if _log_stem(first_name) == _log_stem(name):
+            problems.append(rows_problem(repeated, name, None, f"duplicate impressions across the parts of one log "
+                                         f"(same {columns} as a row of {first_name}): {DUPLICATE_ACTIONS[duplicates]} "
+                                         f"(data.duplicates={duplicates})", level="warning"))
+        elif repeated.any():
+            problems.append(rows_problem(repeated, name, None, f"rows repeated from {first_name} (same {columns}; "
+                                         f"dates {shared} in both files: a log held twice, keep one copy)"))
+        else:
+            problems.append(rows_problem((dates >= start) & (dates <= end), name, "date",
+                                         f"dates overlap {first_name}'s ({shared} in both files; each day must "
+                                         f"come from one log file, and only parts of one log, *_part1.csv, "
+                                         f"*_part2.csv, may share days)"))
+    return [problem for problem in problems if problem is not None]
+
+
+def _log_stem(name: str) -> str:
+    """A log file's name without its suffix and `_partN`: the parts of one log share it."""
+    return PART_SUFFIX.sub("", Path(name).name.split(".")[0])
 
 
 def empty_categories(index: np.ndarray, names: Sequence[str], what: str, file: str, column: str,
@@ -167,10 +246,11 @@ def empty_categories(index: np.ndarray, names: Sequence[str], what: str, file: s
             for k, name in enumerate(names) if counts[k] == 0]
 
 
-def column_problems(frame: pd.DataFrame, file: str, rules: ColumnRules
+def column_problems(frame: pd.DataFrame, file: str, rules: ColumnRules, duplicates: str
                     ) -> tuple[list[Problem], dict[str, np.ndarray] | None]:
-    """Every per-column rule on one log, and its numeric columns as float64 [N] arrays (None when a required
-    column is missing: then only the missing columns are reported)."""
+    """Every per-column rule on one log (duplicate impressions under the policy `duplicates`), and its numeric
+    columns as float64 [N] arrays (None when a required column is missing: then only the missing columns are
+    reported)."""
     problems = missing_columns(frame, rules.required, file)
     if problems:
         return problems, None
@@ -183,7 +263,7 @@ def column_problems(frame: pd.DataFrame, file: str, rules: ColumnRules
     found += [not_binary(numeric[column], file, column) for column in rules.binary]
     found += [outside_range(numeric[column], lowest, highest, file, column)
               for column, (lowest, highest) in rules.ranges.items()]
-    found.append(duplicate_rows(frame, rules.unique, file))
+    found.append(duplicate_rows(frame, rules.unique, file, duplicates))
     return [problem for problem in found if problem is not None], numeric
 
 
@@ -202,8 +282,10 @@ KUAIRAND_RULES = ColumnRules(
 def kuairand_problems(path: Path, data_cfg: DictConfig | None = None) -> list[Problem]:
     """Check one KuaiRand log CSV, or every log_standard_*.csv of a KuaiRand folder (or of its `kuairand-pure/`),
     with the groups from the user table beside the logs; split dates and dense columns from `data_cfg` (the
-    loader's data config; default conf/data/kuairand.yaml). The loader runs this too, before encoding."""
+    loader's data config; default conf/data/kuairand.yaml). Several logs must not hold a row or a day twice
+    (`overlapping_logs`). The loader runs this too, before encoding."""
     defaults = data_cfg if data_cfg is not None else OmegaConf.load(CONF_DIR / "data" / "kuairand.yaml")
+    duplicates = duplicate_policy(defaults)
     path = Path(path)
     if not path.exists():
         return [Problem("error", str(path), None, "unreadable (no such file or directory)")]
@@ -218,15 +300,16 @@ def kuairand_problems(path: Path, data_cfg: DictConfig | None = None) -> list[Pr
     if not user_tables:
         problems.append(Problem("warning", str(folder), None, f"no {USER_PATTERN} beside the log: user group "
                                                               "checks skipped"))
-    dates, groups = [], []
+    dates, groups, read = [], [], []
     for log in logs:
         frame, unreadable = read_log(log)
         found, numeric = ([unreadable], None) if frame is None else column_problems(frame, log.name,
-                                                                                      KUAIRAND_RULES)
+                                                                                      KUAIRAND_RULES, duplicates)
         problems += found
         if numeric is None:
             continue
         dates.append(numeric["date"])
+        read.append((log.name, frame[list(KUAIRAND_RULES.unique)], numeric["date"]))
         if users is not None:
             user_row = users.index.get_indexer(frame["user_id"])  # [N] -1 where absent from the user table
             groups.append(log_row_groups(users.to_numpy(), user_row))  # as the loader groups them
@@ -235,6 +318,7 @@ def kuairand_problems(path: Path, data_cfg: DictConfig | None = None) -> list[Pr
             problems += [absent] if absent else []
     if not dates:
         return problems
+    problems += overlapping_logs(read, duplicates)
     where = logs[0].name if len(logs) == 1 else f"{folder.name}/{LOG_PATTERN}"
     ranges = split_ranges(defaults)
     problems += empty_categories(split_of(np.concatenate(dates), ranges), SPLITS, "split", where, "date",
@@ -493,9 +577,11 @@ def assign_splits(time: np.ndarray, rule: SplitRule) -> np.ndarray:
     return np.searchsorted(cuts, rank, side="right").astype(np.int64)
 
 
-def table_problems(frame: pd.DataFrame, mapping: TableMapping, file: str) -> list[Problem]:
-    """Every problem of your own log under its mapping: the per-column rules, then empty groups and splits."""
-    problems, numeric = column_problems(frame, file, mapping.column_rules())
+def table_problems(frame: pd.DataFrame, mapping: TableMapping, file: str,
+                   duplicates: str = DEFAULT_DUPLICATES) -> list[Problem]:
+    """Every problem of your own log under its mapping: the per-column rules (duplicate impressions under the
+    policy `duplicates`), then empty groups and splits."""
+    problems, numeric = column_problems(frame, file, mapping.column_rules(), duplicates)
     if numeric is None:
         return problems
     groups = assign_groups(frame[mapping.group.column], mapping.group)

@@ -189,7 +189,7 @@ def evaluate(trainer: Trainer, split: Split, name: str) -> dict:
         raise RunError(f"non-finite {name} predictions ({name} split, {trainer.first_non_finite(predictions, split)}"
                        "): the run diverged; lower trainer.lr; no run directory was written")
     return group_metrics(predictions, split.labels, split.mask, split.cell, trainer.behaviours, trainer.kinds,
-                         trainer.cells, split.user)
+                         trainer.cells, split.user, name)
 
 
 def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
@@ -200,7 +200,7 @@ def oracle_metrics(trainer: Trainer, splits: dict[str, Split]) -> dict | None:
         return None
     return {name: group_metrics(oracle_scores(splits[name].oracle, trainer.kinds), splits[name].labels,
                                 splits[name].mask, splits[name].cell, trainer.behaviours, trainer.kinds,
-                                trainer.cells, splits[name].user)
+                                trainer.cells, splits[name].user, name)
             for name in ("test", "validation")}
 
 

@@ -14,7 +14,6 @@ from mfh_cli.report.verdicts import ALPHA, FIXED, SEQUENTIAL, decide, paired_sta
 from mfh_cli.tasks import SCALES, lower_is_better, metric
 
 CONFIDENCE = 1 - ALPHA
-SIGNIFICANCE = ALPHA
 CELL = ["group", "task", "metric"]
 PAIRED_COLUMNS = ["n_pairs", "difference_mean", "difference_sd", "paired_reference_mean"]
 TIDY_COLUMNS = ["group", "variant", "task", "metric", "mean", "ci_low", "ci_high", "n_seeds", "relative_change",
@@ -95,8 +94,11 @@ def summarise(study: StudyResults) -> pd.DataFrame:
     scaled_std = cells["scaled_std"].where(cells["n_scaled"] == cells["n_seeds"])
     cells["ci_low"], cells["ci_high"] = bounded_interval(cells["scaled_mean"], scaled_std, cells["n_seeds"],
                                                          cells["metric"])
-    cells["small_sample"] = [small_sample(metric, positives, negatives, rows) for metric, positives, negatives, rows
-                             in zip(cells["metric"], cells["positives"], cells["negatives"], cells["rows"])]
+    # A cell without a value says why in its reason; the small-sample flag is for values resting on few rows.
+    cells["small_sample"] = [small_sample(metric, positives, negatives, rows) if seeds else ""
+                             for metric, positives, negatives, rows, seeds in
+                             zip(cells["metric"], cells["positives"], cells["negatives"], cells["rows"],
+                                 cells["n_seeds"])]
     cells["oracle_below"] = oracle_below(cells)
 
     reference_means = (cells.loc[cells["variant"] == study.reference, CELL + ["mean"]]
@@ -116,6 +118,11 @@ def summarise(study: StudyResults) -> pd.DataFrame:
                                np.where(cells["n_seeds"] == 0, cells["reason"],
                                         missing_seeds.astype(str) + " of " + cells["n_runs"].astype(str)
                                         + " seeds: " + cells["reason"]))
+    # A compared cell with no pair (n_pairs 0) but values of its own: the reference's cell is the one missing.
+    reference_reasons = cells.loc[is_reference, CELL + ["reason"]].rename(columns={"reason": "reference_reason"})
+    cells = cells.merge(reference_reasons, on=CELL, how="left")
+    no_pair = (cells["n_pairs"] == 0) & (cells["reason"] == "")
+    cells.loc[no_pair, "reason"] = f"{study.reference}: " + cells.loc[no_pair, "reference_reason"].fillna("")
     return decide(_ordered(cells, study))[TIDY_COLUMNS]
 
 

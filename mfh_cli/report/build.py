@@ -20,7 +20,7 @@ from mfh_cli.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
 from mfh_cli.report.render import (ORACLE_BELOW_MARK, study_latex, study_markdown, study_rich_tables,
                                    verdict_rich_table)
-from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, verdict_line
+from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, counted_cells, verdict_line
 from mfh_cli.tasks import KINDS, PRIMARY, REGISTRY, kind_of, lower_is_better, metric_label
 
 FORMATS = ("table", "csv", "markdown", "latex")
@@ -235,7 +235,7 @@ def control_lines(study: StudyResults, tidy: pd.DataFrame) -> list[str]:
     """One line per variant the study file expects a verdict of (`expected` in conf/study): what it got."""
     lines = []
     for variant, expected in (study.info.get("expected") or {}).items():
-        cells = tidy[(tidy["variant"] == variant) & (tidy["verdict"] != "")]
+        cells, left_out = counted_cells(tidy[(tidy["variant"] == variant) & (tidy["verdict"] != "")])
         counts = cells["verdict"].value_counts()
         got = ", ".join(f"{int(count)} {name}" for name, count in counts.items())
         hits = int(counts.get(expected, 0))
@@ -243,7 +243,7 @@ def control_lines(study: StudyResults, tidy: pd.DataFrame) -> list[str]:
         kind = "positive" if expected in ("better", "worse") else "negative"
         lines.append(f"{kind} control, {variant} vs {study.reference} ({study.dataset}): expected '{expected}', "
                      f"got '{expected}' in {hits} of {len(cells)} cells ({got}; {significant} significant after "
-                     f"Holm, α = {ALPHA:g} over the table)")
+                     f"Holm, α = {ALPHA:g} over the table){left_out}")
     return lines
 
 

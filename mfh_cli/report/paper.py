@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mfh_cli.report.verdicts import decide
+from mfh_cli.report.verdicts import counted_cells, decide
 from mfh_cli.tasks import lower_is_better
 
 PAPER_TABLES = Path(__file__).resolve().with_name("paper_tables.csv")
@@ -53,9 +53,10 @@ def paper_better(printed_change: pd.Series, metric: pd.Series) -> pd.Series:
 def agreement_line(tidy: pd.DataFrame, label: str) -> str:
     """'<label>: direction agrees with the paper in k of n cells (m significant)': a cell agrees when our change
     and the paper's printed change are both better or both worse; m counts agreeing cells significant after Holm
-    (the `confirmed` verdicts). A secondary figure: the verdicts say what the cells establish."""
-    compared = tidy[tidy["paper_change"].notna()]
+    (the `confirmed` verdicts); cells that could not be computed are left out of n and counted apart. A secondary
+    figure: the verdicts say what the cells establish."""
+    compared, left_out = counted_cells(tidy[tidy["paper_change"].notna() & (tidy["verdict"] != "")])
     agrees = (compared["better"] == paper_better(compared["paper_change"], compared["metric"])).fillna(False)
     significant = int((agrees & compared["significant"]).sum())
     return (f"{label}: direction agrees with the paper in {int(agrees.sum())} of {len(compared)} cells "
-            f"({significant} significant)")
+            f"({significant} significant){left_out}")

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mfh_cli.report.verdicts import NOT_COMPUTED
 from mfh_cli.tasks import metric_label
 
 
@@ -193,9 +194,15 @@ def verdict_rows(tidy: pd.DataFrame) -> list[list[str]]:
                      "—" if np.isnan(row.relative_change) else f"{row.relative_change:+.2f}%", interval,
                      "—" if np.isnan(row.p_adjusted) else f"{row.p_adjusted:.3f}",
                      "—" if np.isnan(row.detectable_change) else f"{row.detectable_change:.2f}%",
-                     _seed_count(row.seeds_needed), paper,
-                     f"{row.verdict}; {row.small_sample}" if row.small_sample else row.verdict])
+                     _seed_count(row.seeds_needed), paper, _verdict_text(row)])
     return rows
+
+
+def _verdict_text(row) -> str:
+    """The verdict with what qualifies it: why a cell was not computed, or that it rests on too few rows."""
+    if row.verdict == NOT_COMPUTED and row.reason:
+        return f"{row.verdict}: {row.reason}"
+    return f"{row.verdict}; {row.small_sample}" if row.small_sample else row.verdict
 
 
 def _seed_count(value: float) -> str:

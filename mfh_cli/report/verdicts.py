@@ -9,7 +9,9 @@ Every comparison is paired by seed: d_s = variant_s − reference_s. With n pair
 - both are Holm-corrected over the table's tested cells (`p_adjusted`, `p_paper_adjusted`), α = 0.05;
 - verdict against the paper: confirmed (m ≠ 0 on P's side), opposite (m ≠ 0 on the other side), smaller (m = 0
   not rejected but m = P rejected: the printed effect is ruled out), inconclusive (neither); without a paper
-  value: better / worse / no difference shown; untested when there is no interval (one pair, or no spread).
+  value: better / worse / no difference shown; untested when there is no interval (one pair, or no spread); not
+  computed when no seed has the metric on both sides (the cell's `reason` says why: no rows of the group in the
+  test split, one class only, ...). Every count over cells says how many it counted of how many.
 - detectable_change: the relative change a paired t-test with these n pairs and this spread detects with 80%
   power at the level α/k (k tested cells: Holm's strictest step, so a cell of that size is decided whatever the
   other cells show); seeds_needed: the pairs that would reach that power for |P| (or DEFAULT_EFFECT_PCT).
@@ -38,6 +40,7 @@ VERDICTS_WITH_PAPER = ("confirmed", "opposite", "smaller", "inconclusive", "unte
 VERDICTS_WITHOUT_PAPER = ("better", "worse", "no difference shown", "untested")
 FIXED, SEQUENTIAL = "fixed seeds", "sequential"  # how a table's seeds were chosen (its `inference` column)
 DECIDED = ("confirmed", "opposite", "smaller", "better", "worse")
+NOT_COMPUTED = "not computed"  # a compared cell without a single seed that has its metric on both sides
 
 
 def paired_statistics(differences: np.ndarray) -> dict:
@@ -114,9 +117,11 @@ def decide(tidy: pd.DataFrame) -> pd.DataFrame:
     """Fill the change interval, p_value, p_paper, their Holm adjustments, significant, detectable_change,
     seeds_needed and verdict of every tested cell of one table (rows with a difference_mean) from n_pairs,
     difference_mean, difference_sd and paired_reference_mean; `paper_change_as_ours` (NaN where the paper has no
-    value) sets P. Rows whose `inference` is SEQUENTIAL use the confidence sequence (report/sequential.py)."""
+    value) sets P. Rows whose `inference` is SEQUENTIAL use the confidence sequence (report/sequential.py). A
+    compared row (n_pairs set: neither the reference nor the oracle) without a paired difference is NOT_COMPUTED."""
     tidy = tidy.copy()
     tested = tidy["difference_mean"].notna()
+    compared = tidy["n_pairs"].notna()
     sequential_rows = tidy["inference"] == SEQUENTIAL
     scale = 100 / tidy["paired_reference_mean"]  # absolute difference → relative change in %
     paper_null = tidy["paper_change_as_ours"] / scale
@@ -143,7 +148,8 @@ def decide(tidy: pd.DataFrame) -> pd.DataFrame:
     tidy["seeds_needed"] = per_cell(lambda n, mean, sd, sequential, size: (
         math.nan if not sd > 0 else (sequential_seeds(size / sd, level) if sequential else
                                      seeds_needed(size / sd, level))), target)
-    tidy["verdict"] = [_verdict(row) if has else "" for row, has in zip(tidy.itertuples(index=False), tested)]
+    tidy["verdict"] = [_verdict(row) if has else NOT_COMPUTED if in_table else ""
+                       for row, has, in_table in zip(tidy.itertuples(index=False), tested, compared)]
     return tidy
 
 
@@ -167,11 +173,24 @@ def _verdict(row) -> str:
     return "inconclusive"
 
 
+def counted_cells(cells: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The compared cells a count runs over (those computed) and the clause naming what it left out: '' when
+    every cell was computed, else '; 3 of 9 cells not computed (no rows of this group in the test split)'."""
+    computed = cells[cells["verdict"] != NOT_COMPUTED]
+    left_out = cells[cells["verdict"] == NOT_COMPUTED]
+    if left_out.empty:
+        return computed, ""
+    reasons = "; ".join(dict.fromkeys(reason for reason in left_out["reason"] if reason))
+    return computed, (f"; {len(left_out)} of {len(cells)} cells not computed" + (f" ({reasons})" if reasons else ""))
+
+
 def verdict_line(tidy: pd.DataFrame, label: str) -> str:
-    """The table's closing line: verdict counts, detectable vs printed changes, what more seeds would decide."""
-    tested = tidy[tidy["verdict"] != ""]
+    """The table's closing line: verdict counts, detectable vs printed changes, what more seeds would decide; the
+    cells that could not be computed are counted apart, with why."""
+    compared = tidy[tidy["verdict"] != ""]
+    tested, left_out = counted_cells(compared)
     if tested.empty:
-        return f"{label}: no cell compared with the reference"
+        return f"{label}: no cell compared with the reference{left_out}"
     seeds = int(tidy["n_seeds"].max())
     with_paper = tested["paper_change_as_ours"].notna().any()
     order = VERDICTS_WITH_PAPER if with_paper else VERDICTS_WITHOUT_PAPER
@@ -190,7 +209,7 @@ def verdict_line(tidy: pd.DataFrame, label: str) -> str:
                     f"{len(open_cells)} {'inconclusive' if with_paper else 'undecided'} cells")
     inference = "; sequential: anytime-valid intervals" if (tested["inference"] == SEQUENTIAL).any() else ""
     return (f"{label}, {seeds} seed{'s' if seeds != 1 else ''}: {parts} — {summary} "
-            f"(Holm over {len(tested)} cells, α = {ALPHA:g}{inference})")
+            f"(Holm over {len(tested)} of {len(compared)} cells, α = {ALPHA:g}{inference}){left_out}")
 
 
 def _percent(value: float) -> str:

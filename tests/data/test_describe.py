@@ -52,20 +52,25 @@ def test_sparsity_notes_name_the_sparse_groups_of_binary_behaviours(hand: Datase
 
 @pytest.mark.slow
 def test_cli_describe_kuairand_json_shows_slice_counts(run_mfh, kuairand_dir: Path, tmp_path: Path):
+    """The slice without its duplicate impressions (the default), then with them kept: SPEC §5's raw counts."""
     result = run_mfh("data", "describe", "kuairand", "--data-dir", str(kuairand_dir), "--format", "json",
                      check=True)
     rows = {record["group"]: record for record in json.loads(result.stdout)}
-    assert [rows[group]["rows"] for group in ("new", "low", "high", "all")] == [8_695, 25_430, 194_204, 228_329]
+    assert [rows[group]["rows"] for group in ("new", "low", "high", "all")] == [8_555, 25_018, 188_871, 222_444]
     assert rows["new"]["users_with_rows"] == 765
-    assert [rows["all"][f"rows_{split}"] for split in ("train", "validation", "test")] == [171_671, 27_224, 29_434]
+    assert [rows["all"][f"rows_{split}"] for split in ("train", "validation", "test")] == [166_932, 26_651, 28_861]
     assert rows["all"]["cmpl_masked"] == 3_568
-    assert "note: share has 195 positives in all, 8 among new users" in result.stderr
+    assert ("note: 5,885 duplicate impressions (rows repeating an earlier row's user_id, video_id, time_ms, 2.6% of "
+            "the log's rows) dropped, the first of each kept (data.duplicates=drop)") in result.stderr
+    assert "note: share has 194 positives in all, 8 among new users" in result.stderr
     assert list((tmp_path / "results" / "cache").glob("kuairand-*.pt"))  # the run left its cache behind
     # The user table lists more users than have rows in the slice: both counts say which they are.
     assert "by 25,156 users; the user table user_features_pure.csv lists 27,285 users" in result.stderr
-    table = run_mfh("data", "describe", "kuairand", "--data-dir", str(kuairand_dir), check=True)
+    table = run_mfh("data", "describe", "kuairand", "data.duplicates=keep", "--data-dir", str(kuairand_dir),
+                    check=True)
     assert "kuairand: 228,329 rows by 25,156 users (users with rows)" in table.stdout
     assert "users_with_rows" in table.stdout and "27,285" not in table.stdout
+    assert "note: 5,885 duplicate impressions" in table.stdout and "kept, so each weighs double" in table.stdout
 
 
 def test_describe_frame_adds_a_row_per_scenario_between_the_groups_and_all(hand: Dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -41,9 +42,9 @@ def write_kuairand(folder: Path, drop_log_column: str | None = None) -> Path:
     """A KuaiRand-shaped folder (official column names) holding HAND_ROWS, USERS and three videos."""
     folder.mkdir(parents=True, exist_ok=True)
     log = pd.DataFrame([{**dict.fromkeys(LOG_HEADER, 0), "user_id": user, "video_id": video, "date": date,
-                         "hourmin": 1300, "play_time_ms": play, "duration_ms": duration, "is_like": like,
-                         "is_forward": share, "tab": 1}
-                        for (user, video, date, play, duration, like, share), _ in HAND_ROWS])
+                         "hourmin": 1300, "time_ms": 1650862800000 + 1000 * row, "play_time_ms": play,
+                         "duration_ms": duration, "is_like": like, "is_forward": share, "tab": 1}
+                        for row, ((user, video, date, play, duration, like, share), _) in enumerate(HAND_ROWS)])
     log.drop(columns=[drop_log_column] if drop_log_column else []).to_csv(folder / "log_standard_tiny.csv",
                                                                          index=False)
     user_rows = [{"user_id": user, "user_active_degree": degree, "is_lowactive_period": 0, "is_live_streamer": user,
@@ -61,8 +62,8 @@ def write_kuairand(folder: Path, drop_log_column: str | None = None) -> Path:
     return folder
 
 
-def load(directory: Path, cache_dir: Path | None = None):
-    return load_kuairand(compose(["data=kuairand"]).data, directory, cache_dir=cache_dir, quiet=True)
+def load(directory: Path, cache_dir: Path | None = None, overrides: tuple[str, ...] = ()):
+    return load_kuairand(compose(["data=kuairand", *overrides]).data, directory, cache_dir=cache_dir, quiet=True)
 
 
 @pytest.fixture
@@ -159,6 +160,23 @@ def test_missing_directory_and_missing_table_are_data_errors(tmp_path: Path):
         load(folder)
 
 
+def test_duplicate_impressions_are_dropped_keeping_the_first_or_kept_when_asked(tmp_path: Path):
+    """SPEC §5 / data/README.md: a row repeating an earlier row's user, video and time is dropped (the first row
+    of each kept, whatever the repeat's labels) under data.duplicates=drop, kept under keep; a note says which."""
+    folder = write_kuairand(tmp_path / "kuairand-pure")
+    log = pd.read_csv(folder / "log_standard_tiny.csv")
+    repeat = log.iloc[[0, 0]].assign(play_time_ms=10000)  # the first row twice more, fully watched this time
+    pd.concat([log.iloc[:1], repeat, log.iloc[1:]]).to_csv(folder / "log_standard_tiny.csv", index=False)
+    dropped, kept = load(folder), load(folder, overrides=("data.duplicates=keep",))
+    assert len(dropped) == len(HAND_ROWS) - 1 and len(kept) == len(dropped) + 2
+    assert dropped.labels[0, :3].tolist() == pytest.approx([0.5, 0.0, 0.0])  # the first row's, not the repeats'
+    assert kept.labels[:3, 0].tolist() == pytest.approx([0.5, 1.0, 1.0])
+    assert dropped.schema.notes[0] == ("2 duplicate impressions (rows repeating an earlier row's user_id, video_id, "
+                                       "time_ms, 20.0% of the log's rows) dropped, the first of each kept "
+                                       "(data.duplicates=drop)")
+    assert "kept, so each weighs double (data.duplicates=keep)" in kept.schema.notes[0]
+
+
 def test_load_writes_a_cache_and_reads_it_back(tmp_path: Path):
     folder = write_kuairand(tmp_path / "kuairand-pure")
     first = load(folder, cache_dir=tmp_path / "cache")
@@ -218,14 +236,31 @@ def kuairand(kuairand_dir: Path):
     return load(kuairand_dir)
 
 
-def test_real_slice_group_and_split_counts(kuairand):
-    assert torch.bincount(kuairand.group, minlength=3).tolist() == [8_695, 25_430, 194_204]
-    assert torch.bincount(kuairand.split, minlength=3).tolist() == [171_671, 27_224, 29_434]
-    assert kuairand.user[kuairand.group == USER_GROUPS.index("new")].unique().numel() == 765
+@pytest.fixture(scope="module")
+def kuairand_kept(kuairand_dir: Path):
+    """The slice with its duplicate impressions kept: SPEC §5's figures, counted on the raw log."""
+    return load(kuairand_dir, overrides=("data.duplicates=keep",))
+
+
+def test_real_slice_group_and_split_counts_as_spec_counts_them(kuairand_kept):
+    assert torch.bincount(kuairand_kept.group, minlength=3).tolist() == [8_695, 25_430, 194_204]
+    assert torch.bincount(kuairand_kept.split, minlength=3).tolist() == [171_671, 27_224, 29_434]
+    assert kuairand_kept.user[kuairand_kept.group == USER_GROUPS.index("new")].unique().numel() == 765
+
+
+def test_real_slice_without_its_5885_duplicate_impressions(kuairand, kuairand_dir: Path):
+    """data/README.md "Duplicate impressions": the counts the default loader trains and scores on."""
+    assert len(kuairand) == 228_329 - 5_885
+    assert torch.bincount(kuairand.group, minlength=3).tolist() == [8_555, 25_018, 188_871]
+    assert torch.bincount(kuairand.split, minlength=3).tolist() == [166_932, 26_651, 28_861]
+    assert kuairand.schema.notes[0].startswith("5,885 duplicate impressions")
+    log = pd.read_csv(next(kuairand_dir.glob("log_standard_*.csv")), usecols=["user_id", "video_id", "time_ms"])
+    first = ~log.duplicated().to_numpy()
+    assert torch.equal(kuairand.user, torch.from_numpy(log["user_id"].to_numpy()[first]))  # first kept, order kept
 
 
 def test_real_slice_duration_zero_rows_are_masked(kuairand):
-    assert int((~kuairand.label_mask[:, 0]).sum()) == 3_568  # SOURCE.md: duration_ms is 0 on 3,568 rows
+    assert int((~kuairand.label_mask[:, 0]).sum()) == 3_568  # SOURCE.md: duration_ms is 0 on 3,568 rows (none repeated)
     assert kuairand.label_mask[:, 3:].all()
 
 
@@ -241,7 +276,8 @@ def test_real_slice_cold_start_users_map_to_zero(kuairand):
 
 def test_real_slice_share_sparsity_note_is_computed(kuairand):
     share = [note for note in kuairand.schema.notes if note.startswith("share ")]
-    assert len(share) == 1 and "195 positives in all" in share[0] and "8 among new users" in share[0]
+    # SPEC §5 counts 195 shares in the raw log; one of them is a duplicate impression.
+    assert len(share) == 1 and "194 positives in all" in share[0] and "8 among new users" in share[0]
     assert not any(note.startswith("like ") for note in kuairand.schema.notes)  # 163 new-user likes: not sparse
 
 
@@ -268,11 +304,40 @@ def test_train_stops_on_a_real_slice_copy_that_validate_rejects(run_mfh, kuairan
 
 
 
+@pytest.mark.slow
+def test_a_backup_copy_beside_the_real_log_stops_validate_describe_and_train(run_mfh, kuairand_dir: Path,
+                                                                            tmp_path: Path):
+    """A folder holding the slice's log and a backup copy of it (as people keep): every row would load twice. Each
+    command says so in the line validate prints, exits 1 and caches nothing."""
+    folder = tmp_path / "kuairand-pure"
+    folder.mkdir()
+    for table in kuairand_dir.glob("*.csv"):
+        (folder / table.name).symlink_to(table)
+    log = next(kuairand_dir.glob("log_standard_*.csv"))
+    backup = folder / log.name.replace(".csv", "_backup.csv")
+    shutil.copyfile(log, backup)
+    validated = run_mfh("data", "validate", str(folder))
+    assert validated.returncode == 1
+    rejected = [line for line in validated.stderr.splitlines() if line.startswith("error: ")]
+    assert rejected == [f"error: {backup.name}: rows repeated from {log.name} (same user_id, video_id, time_ms; dates "
+                        f"20220425-20220508 in both files: a log held twice, keep one copy): 228,329 rows (e.g. rows "
+                        f"1, 2, 3)"]
+    for command in (("data", "describe", "kuairand"), ("train", "data=kuairand", "trainer=smoke")):
+        result = run_mfh(*command, "--data-dir", str(tmp_path))
+        assert result.returncode == 1 and result.stderr.strip().splitlines()[-1] == rejected[0], result.stderr
+    assert not list((tmp_path / "results").rglob("*.pt")) and not list((tmp_path / "results").glob("runs/[!.]*"))
+
+
 def test_real_slice_scenarios_are_the_tabs_with_five_percent_of_train_rows_and_the_rest_pooled(kuairand,
+                                                                                              kuairand_kept,
                                                                                               kuairand_dir: Path):
-    assert kuairand.schema.scenarios == ["tab1", "tab0", "tab4", "tab6", "tab_other"]  # data/README.md "Scenarios"
-    assert torch.bincount(kuairand.scenario, minlength=5).tolist() == [173_008, 20_254, 13_647, 11_208, 10_212]
+    """data/README.md "Scenarios": tab6 is half duplicate impressions (5,549 of its 11,208 rows); without them it holds
+    2.7% of the train rows and joins tab_other; with them kept it is a scenario of its own (5.3%)."""
+    assert kuairand.schema.scenarios == ["tab1", "tab0", "tab4", "tab_other"]
+    assert torch.bincount(kuairand.scenario, minlength=4).tolist() == [173_008, 20_239, 13_647, 15_550]
+    assert kuairand_kept.schema.scenarios == ["tab1", "tab0", "tab4", "tab6", "tab_other"]
+    assert torch.bincount(kuairand_kept.scenario, minlength=5).tolist() == [173_008, 20_254, 13_647, 11_208, 10_212]
     tab = pd.read_csv(next(kuairand_dir.glob("log_standard_*.csv")), usecols=["tab"])["tab"].to_numpy()
-    assert len(tab) == len(kuairand)  # every row of the slice falls in a split: the loader keeps the log's order
+    assert len(tab) == len(kuairand_kept)  # every row of the slice falls in a split: the loader keeps the log's order
     for index, value in enumerate((1, 0, 4, 6)):
-        assert torch.equal(kuairand.scenario == index, torch.from_numpy(tab == value))
+        assert torch.equal(kuairand_kept.scenario == index, torch.from_numpy(tab == value))

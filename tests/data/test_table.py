@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -160,6 +161,30 @@ def test_infinite_dense_value_stops_loading(tmp_path):
     log.loc[[7], "seconds"] = np.inf
     with pytest.raises(DataError, match=r"^log.csv: column seconds: non-finite values .*1 row \(e.g. row 8\)$"):
         load(tmp_path, log)
+
+
+def test_duplicate_impressions_through_the_cli_dropped_by_default_kept_when_asked(run_mfh, tmp_path):
+    """Your own log follows the KuaiRand loader's policy (data/README.md): a row repeating an earlier row's user, item
+    and time is dropped, the first kept; `data.duplicates=keep` keeps it; validate and describe say which."""
+    log = make_log()
+    repeats = log.iloc[[4, 4, 11]].assign(done=1 - log.loc[[4, 4, 11], "done"].to_numpy())  # same key, other labels
+    pd.concat([log, repeats], ignore_index=True).to_csv(tmp_path / "log.csv", index=False)
+    (tmp_path / "mapping.yaml").write_text(yaml.safe_dump(MAPPING))
+    validated = run_mfh("data", "validate", str(tmp_path / "log.csv"), "--mapping", str(tmp_path / "mapping.yaml"))
+    assert validated.returncode == 0 and ("warning: log.csv: column uid,video,ts: duplicate impressions (these "
+                                          "columns repeat an earlier row): the loader drops them, keeping the first "
+                                          "of each (data.duplicates=drop): 3 rows (e.g. rows 41, 42, 43)"
+                                          ) in validated.stdout
+    described = {}
+    for policy in ("drop", "keep"):
+        result = run_mfh("data", "describe", "table", f"data.mapping={tmp_path / 'mapping.yaml'}",
+                         f"data.duplicates={policy}", "--format", "json", "--data-dir", str(tmp_path), check=True)
+        described[policy] = json.loads(result.stdout)[-1]  # the `all` row
+        done = "dropped, the first of each kept" if policy == "drop" else "kept, so each weighs double"
+        assert (f"note: 3 duplicate impressions (rows repeating an earlier row's uid, video, ts, 7.0% of the log's "
+                f"rows) {done} (data.duplicates={policy})") in result.stderr
+    assert (described["drop"]["rows"], described["keep"]["rows"]) == (ROWS, ROWS + 3)
+    assert described["drop"]["finish_rate"] == pytest.approx(log["done"].mean())  # the first rows' labels
 
 
 def test_train_on_a_truncated_gzip_log_names_the_file(run_mfh, tmp_path):

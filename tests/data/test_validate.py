@@ -113,12 +113,55 @@ def test_binary_label_outside_zero_one(tmp_path):
     assert "{0, 1}" in problem.rule
 
 
-def test_duplicate_rows_are_a_warning(tmp_path):
+def test_duplicate_rows_are_a_warning_saying_what_the_loader_does(tmp_path):
     log = kuairand_log()
     log.loc[5, ["user_id", "video_id", "time_ms"]] = log.loc[4, ["user_id", "video_id", "time_ms"]].to_numpy()
     problem = only_problem(validate(write_kuairand(tmp_path, log)), level="warning")
-    assert (problem.rows, problem.examples) == (1, [6]) and "duplicate" in problem.rule
+    assert (problem.rows, problem.examples) == (1, [6]) and "duplicate impressions" in problem.rule
     assert "user_id" in problem.column and "time_ms" in problem.column
+    assert "the loader drops them, keeping the first of each (data.duplicates=drop)" in problem.rule
+
+
+def test_a_copy_of_a_log_beside_it_is_an_error_naming_both_files_and_the_rows(tmp_path):
+    folder = tmp_path / "kuairand-pure"
+    log = kuairand_log()
+    write_kuairand(folder, log)
+    log.iloc[4:].to_csv(folder / "log_standard_test_backup.csv", index=False)  # a copy of the last 8 rows
+    problem = only_problem(validate(folder))
+    assert problem.file == "log_standard_test_backup.csv" and "rows repeated from log_standard_test.csv" in problem.rule
+    assert (problem.rows, problem.examples) == (8, [1, 2, 3]) and "20220505-20220507" in problem.rule
+    assert "keep one copy" in problem.rule
+
+
+def test_logs_sharing_days_are_an_error_unless_they_are_parts_of_one_log(tmp_path):
+    """Days read from the rows: two logs without a row in common but with a day in common are still one period
+    loaded twice, unless their names make them parts of one log (KuaiRand-27K's *_part1.csv, *_part2.csv)."""
+    log = kuairand_log()
+    halves = log[log["user_id"] != 3], log[log["user_id"] == 3]  # no row in common, every split day in both
+
+    def folder_of(name: str, names: tuple[str, str]) -> Path:
+        folder = tmp_path / name / "kuairand-pure"
+        folder.mkdir(parents=True)
+        USERS.to_csv(folder / "user_features_test.csv", index=False)
+        for half, file in zip(halves, names):
+            half.to_csv(folder / file, index=False)
+        return folder
+
+    problem = only_problem(validate(folder_of("two", ("log_standard_early.csv", "log_standard_late.csv"))))
+    assert (problem.file, problem.column, problem.rows) == ("log_standard_late.csv", "date", 6)
+    assert "dates overlap log_standard_early.csv's (20220425-20220507 in both files" in problem.rule
+    assert validate(folder_of("parts", ("log_standard_p_part1.csv", "log_standard_p_part2.csv"))) == []
+
+
+def test_a_row_repeated_across_the_parts_of_one_log_is_a_duplicate_impression(tmp_path):
+    folder = tmp_path / "kuairand-pure"
+    log = kuairand_log()
+    write_kuairand(folder, log)
+    (folder / "log_standard_test.csv").rename(folder / "log_standard_test_part1.csv")
+    log.iloc[[0]].to_csv(folder / "log_standard_test_part2.csv", index=False)
+    problem = only_problem(validate(folder), level="warning")
+    assert problem.file == "log_standard_test_part2.csv" and problem.rows == 1
+    assert "duplicate impressions across the parts of one log" in problem.rule and "drops them" in problem.rule
 
 
 def test_no_rows_in_the_validation_dates_is_an_error(tmp_path):

@@ -26,7 +26,7 @@ def test_auc_matches_sklearn_with_ties():
 def test_single_class_is_missing_with_reason():
     cell = cell_metric("binary", torch.tensor([0.1, 0.4, 0.2]), torch.zeros(3))
     assert cell["value"] is None
-    assert "single class" in cell["reason"] and "0 positives in 3 rows" in cell["reason"]
+    assert "one class only" in cell["reason"] and "0 positives in 3 rows" in cell["reason"]
     assert cell["positives"] == 0 and cell["rows"] == 3
     assert cell_metric("regression", torch.empty(0), torch.empty(0))["reason"] == "no rows with this label"
 

@@ -170,7 +170,7 @@ def test_closing_line_counts_the_verdicts(judged):
     assert line.startswith(f"Table X (synthetic), 5 seeds: {counts} — ")
     assert "vs the paper's median 0.50%" in line
     assert "seeds would give 80% power for the paper's change in half of the 1 inconclusive cells" in line
-    assert line.endswith("(Holm over 4 cells, α = 0.05)")
+    assert line.endswith("(Holm over 4 of 4 cells, α = 0.05)")
 
 
 def test_table_4_printed_change_is_converted_to_our_formula(write_study):
