@@ -245,6 +245,10 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
                    dry_run: Annotated[bool, typer.Option("--dry-run", help="With --until-decided: estimate what "
                                                          "each budget would decide from the seeds run so far; "
                                                          "train nothing.")] = False,
+                   decide: Annotated[str, typer.Option("--decide", metavar="cells|table", help="With "
+                                                       "--until-decided: stop when every selected cell is decided "
+                                                       "(cells), or each variant's pooled verdict over the table's "
+                                                       "cells (table).")] = "cells",
                    tuned: Tuned = False) -> None:
     """Run a study (variants x seeds), skipping finished runs; write runs.csv and print its table.
 
@@ -261,14 +265,12 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
 
         if not until_decided:
             raise ConfigError("--dry-run plans an --until-decided sweep: give both")
-        if tuned:
-            raise ConfigError("--tuned does not combine with --until-decided yet: run a fixed number of seeds")
         console = Console(width=max(Console().width, 140))
         if dry_run:
-            plan_budget(study, budget, max_seeds, cells, jobs, overrides or [], results_dir, console)
+            plan_budget(study, budget, max_seeds, cells, jobs, overrides or [], results_dir, console, decide, tuned)
         else:
             run_until_decided(study, budget, max_seeds, cells, jobs, overrides or [], data_dir, results_dir, quiet,
-                              console)
+                              console, decide, tuned)
         return
     outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=overrides or [], data_dir=data_dir,
                       results_dir=results_dir, quiet=quiet, tuned=tuned)

@@ -33,8 +33,10 @@ OmegaConf.register_new_resolver("joint_tree", joint_tree, replace=True)
 EXECUTION_ONLY_KEYS = ("trainer.progress", "trainer.allow_emulated_bf16", "tracking")
 # Keys added after runs were made, at the value that reproduces those runs: at that value a key stays out of the run
 # id, so the runs made before it existed are found again (`data.duplicates=keep`: duplicate impressions kept, as
-# every loader did before data/validate.py's policy; the default `drop` names new runs).
-LEGACY_VALUES = {"data.duplicates": "keep"}
+# every loader did before data/validate.py's policy; the default `drop` names new runs; the training recipe's keys,
+# engine/loop.py, at the values of the training every run had before them).
+LEGACY_VALUES = {"data.duplicates": "keep", "trainer.selection": "best", "trainer.ema_decay": None,
+                 "trainer.precise_bn_batches": 0}
 # The fused kernels' numerics (models/parts/relu_batch_norm.cpp): part of a fused run's id, so that a run trained by
 # an earlier kernel is not reused as this one's. Raise it when a change to the kernels changes their floats.
 # 2: the gates' softmax moved into the fused mixing (2026-12-03).
@@ -123,19 +125,19 @@ def config_hash(cfg: DictConfig, length: int = 12) -> str:
     for dotted in EXECUTION_ONLY_KEYS:
         _pop(container, dotted)
     for dotted, legacy in LEGACY_VALUES.items():
-        _pop(container, dotted, only=legacy)
+        _pop(container, dotted, only=(legacy,))
     text = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def _pop(container: dict, dotted: str, only: object = None) -> None:
-    """Remove the key `dotted` (a.b.c) from a nested dict where present (and, given `only`, where it holds that
-    value)."""
+def _pop(container: dict, dotted: str, only: tuple = ()) -> None:
+    """Remove the key `dotted` (a.b.c) from a nested dict where present (and, given `only` = (value,), where it
+    holds that value)."""
     node = container
     *parents, leaf = dotted.split(".")
     for key in parents:
         node = node.get(key, {}) if isinstance(node, dict) else {}
-    if isinstance(node, dict) and leaf in node and (only is None or node[leaf] == only):
+    if isinstance(node, dict) and leaf in node and (not only or node[leaf] == only[0]):
         del node[leaf]
 
 

@@ -70,6 +70,9 @@ class TrainerSchema(_Strict):
     optimizer: Literal["adam", "adamw", "sgd"]
     patience: PositiveInt
     min_delta: Annotated[float, Field(ge=0, allow_inf_nan=False)]
+    selection: Literal["best", "last"]  # the best validation epoch (early stopping) or the last of max_epochs
+    ema_decay: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] | None  # weight averaging; null: off
+    precise_bn_batches: Count  # 0: off; N: BatchNorm statistics recomputed over N train batches
     history: bool  # record history.csv (the overfitting study's curves)
     history_every: Count | None  # 0 or null: no history
     history_test_rows: PositiveInt | None  # null: all test rows

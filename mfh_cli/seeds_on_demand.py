@@ -1,5 +1,6 @@
 """`mfh ablate --until-decided`: add seeds in rounds (one new seed of every variant, so pairs stay complete) until
-every selected cell is decided, the budget or --max-seeds runs out, or an interrupt (rerun to resume). The cells
+every selected cell is decided (`--decide table`: each variant's pooled verdict over the table), the budget or
+--max-seeds runs out, or an interrupt (rerun to resume). The cells
 are judged after each round with anytime-valid intervals (report/sequential.py), so reading them every round and
 stopping on them keeps the error rates; seeds are never dropped or re-chosen: the rule sees only the verdicts.
 `--dry-run` estimates instead, from the seeds run so far, what each budget would likely decide."""
@@ -22,8 +23,9 @@ from rich.table import Table
 from mfh_cli.errors import ConfigError, DataError, Interrupted, MfhError
 from mfh_cli.report import run_report
 from mfh_cli.report.aggregate import summarise
-from mfh_cli.report.collect import ORACLE, find_studies
+from mfh_cli.report.collect import ORACLE, StudyResults, find_studies
 from mfh_cli.report.paper import attach_paper
+from mfh_cli.report.pooled import ALL_CELLS, pooled_verdicts
 from mfh_cli.report.sequential import BOUNDARY, chance_decided
 from mfh_cli.report.verdicts import ALPHA, DECIDED, NOT_COMPUTED
 from mfh_cli.studies.execute import ablate, write_study_json
@@ -53,11 +55,16 @@ def parse_duration(text: str) -> float:
     return sum(float(number) * UNITS[unit] for number, unit in re.findall(r"(\d+(?:\.\d+)?)([smhd])", text.lower()))
 
 
+DECIDE = ("cells", "table")  # --decide: every selected cell, or each variant's pooled verdict over the table
+
+
 def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | None, jobs: int,
                   overrides: Sequence[str], data_dir: Path | None, results_dir: Path, quiet: bool,
-                  console: Console) -> SequentialOutcome:
-    """Run rounds of seeds until the selected cells are decided, `budget` (over every invocation) or `max_seeds`
-    runs out; print one line per round and the study's report at the end."""
+                  console: Console, decide: str = "cells", tuned: bool = False) -> SequentialOutcome:
+    """Run rounds of seeds until the selected cells (`decide="table"`: each variant's pooled verdict over the table's
+    cells, report/pooled.py) are decided, `budget` (over every invocation) or `max_seeds` runs out; print one line
+    per round and the study's report at the end. `tuned`: every variant with `mfh tune`'s best overrides."""
+    _check_decide(decide, cells)
     budget_seconds = parse_duration(budget)
     study, dataset = _one_study(study_name, overrides)
     directory = results_dir / "studies" / study.name / dataset
@@ -65,8 +72,10 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
     spent = float(previous.get("spent_seconds", 0.0))
     round_seconds = list(previous.get("round_seconds", []))
     state = {"boundary": BOUNDARY, "alpha": ALPHA, "budget_seconds": budget_seconds, "max_seeds": max_seeds,
-             "cells": cells or "all", "spent_seconds": spent, "round_seconds": round_seconds, "stopped": None}
+             "cells": cells or "all", "decide": decide, "spent_seconds": spent, "round_seconds": round_seconds,
+             "stopped": None}
     finished_rounds = int(previous.get("seeds", 0))  # replayed from finished runs at no cost
+    what = "variants' pooled verdicts" if decide == "table" else "cells"
     seeds, decided, selected, stopped = 0, 0, 0, ""
     try:
         while not stopped:
@@ -78,22 +87,22 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
             else:
                 started = time.perf_counter()
                 ablate([study.name], seeds=seeds + 1, jobs=jobs, overrides=overrides, data_dir=data_dir,
-                       results_dir=results_dir, quiet=quiet, sequential={**state, "seeds": seeds + 1})
+                       results_dir=results_dir, quiet=quiet, sequential={**state, "seeds": seeds + 1}, tuned=tuned)
                 elapsed = time.perf_counter() - started
                 seeds += 1
                 spent += elapsed
                 if seeds > finished_rounds:  # a round that trained (a replayed one only re-read finished runs)
                     round_seconds.append(round(elapsed, 1))
                 state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds)
-                judged = judge(results_dir, study.name, dataset)
-                verdicts = _selected(judged, cells)
+                found, judged = judge(results_dir, study.name, dataset)
+                verdicts = judged_units(found, judged, decide, cells)
                 selected, decided = len(verdicts), int(verdicts["verdict"].isin(DECIDED).sum())
                 not_computed = int((judged["verdict"] == NOT_COMPUTED).sum())
-                left_out = f", {not_computed} not computed and left out" if not_computed else ""
+                left_out = f", {not_computed} cells not computed and left out" if not_computed else ""
                 _save_state(directory, state)
-                console.print(f"round {seeds}: {decided} of {selected} cells decided ({_counts(verdicts)}"
-                              f"{left_out}); {elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent",
-                              markup=False, highlight=False)
+                console.print(f"round {seeds}: {decided} of {selected} {what} decided ({_counts(verdicts)}"
+                              f"{left_out}); {elapsed:.0f} s, {spent / 60:.1f} of {budget_seconds / 60:.1f} min "
+                              f"spent", markup=False, highlight=False)
                 if selected and decided == selected:
                     stopped = "decided"
     except Interrupted as interrupted:
@@ -104,55 +113,84 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
         _save_state(directory, {**state, "seeds": seeds})
         run_report(results_dir, study=study.name, dataset=dataset, fmt="table", paper=True, console=console)
     console.print(f"sequential: stopped ({stopped}) after {seeds} seeds per variant: {decided} of {selected} "
-                  f"selected cells decided; {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent "
-                  f"({BOUNDARY}, α = {ALPHA:g}, Holm over the table)", markup=False, highlight=False)
+                  f"selected {what} decided; {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent "
+                  f"({BOUNDARY}, α = {ALPHA:g}, Holm over the "
+                  f"{'variants' if decide == 'table' else 'table'})", markup=False, highlight=False)
     return SequentialOutcome(seeds, decided, selected, spent, stopped)
 
 
 def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str | None, jobs: int,
-                overrides: Sequence[str], results_dir: Path, console: Console) -> pd.DataFrame:
+                overrides: Sequence[str], results_dir: Path, console: Console, decide: str = "cells",
+                tuned: bool = False) -> pd.DataFrame:
     """The dry run: from the spread of the seeds run so far and the measured time per round, how many selected
-    cells each budget would likely decide (a normal approximation with the observed mean and spread as truth)."""
+    cells (or pooled verdicts) each budget would likely decide (a normal approximation with the observed mean and
+    spread as truth)."""
+    _check_decide(decide, cells)
     study, dataset = _one_study(study_name, overrides)
     try:
         found = find_studies(results_dir, study.name, dataset)[0]
     except DataError:
         found = None
+    if found is not None and bool(found.tuned) != tuned:
+        found = None  # the runs on disk are the other (tuned or untuned) sweep's
     seeds = 0 if found is None else int(found.runs["seed"].nunique())
     if seeds < 2:
         raise MfhError(f"a plan needs the spread of at least 2 seeds of '{study.name}' on {dataset} ({seeds} found): "
-                       f"run `mfh ablate --study {study.name} --seeds 2` (or --until-decided --max-seeds 2) first")
-    tidy = _selected(judge(results_dir, study.name, dataset), cells)
+                       f"run `mfh ablate --study {study.name} --seeds 2{' --tuned' if tuned else ''}` (or "
+                       f"--until-decided --max-seeds 2) first")
+    found, judged = judge(results_dir, study.name, dataset)
+    units = judged_units(found, judged, decide, cells)
+    what = "pooled verdicts" if decide == "table" else "cells"
     round_seconds = _round_seconds(results_dir, found.runs, jobs, _previous_state(found.directory))
-    level = ALPHA / max(len(tidy), 1)  # Holm's strictest step, as for the power figures
+    level = ALPHA / max(len(units), 1)  # Holm's strictest step, as for the power figures
     budgets = list(PLAN_BUDGETS) + ([budget] if budget and budget not in PLAN_BUDGETS else [])
     rows = []
     for text in sorted(budgets, key=parse_duration):
         reach = min(max_seeds, seeds + int(parse_duration(text) // round_seconds))
         expected = sum(1.0 if row.verdict in DECIDED else chance_decided(
             row.difference_mean, row.difference_sd, reach, level,
-            row.paper_change_as_ours * row.paired_reference_mean / 100) for row in tidy.itertuples())
+            row.paper_change_as_ours * row.paired_reference_mean / 100) for row in units.itertuples())
         rows.append({"budget": text, "seeds": reach, "expected_decided": expected})
     frame = pd.DataFrame(rows)
-    table = Table(title=f"{study.name} ({dataset}): what each budget would likely decide, {len(tidy)} cells",
-                  caption=f"{seeds} seeds so far, {int((tidy['verdict'].isin(DECIDED)).sum())} cells decided; a "
+    table = Table(title=f"{study.name} ({dataset}): what each budget would likely decide, {len(units)} {what}",
+                  caption=f"{seeds} seeds so far, {int((units['verdict'].isin(DECIDED)).sum())} {what} decided; a "
                           f"round (one seed of each of {len(study.variants)} variants, {jobs} at a time) takes "
-                          f"about {round_seconds:.0f} s here; estimate: the observed mean and spread of each cell "
-                          f"taken as true, {BOUNDARY} at α/{len(tidy)}")
-    for column in ("budget", "seeds per variant", "expected decided cells"):
+                          f"about {round_seconds:.0f} s here; estimate: the observed mean and spread of each "
+                          f"taken as true, {BOUNDARY} at α/{len(units)}")
+    for column in ("budget", "seeds per variant", f"expected decided {what}"):
         table.add_column(column, justify="right")
     for row in rows:
         reach = f"{row['seeds']} (--max-seeds)" if row["seeds"] == max_seeds else str(row["seeds"])
-        table.add_row(row["budget"], reach, f"{row['expected_decided']:.1f} of {len(tidy)}")
+        table.add_row(row["budget"], reach, f"{row['expected_decided']:.1f} of {len(units)}")
     console.print(table)
     return frame
 
 
-def judge(results_dir: Path, study: str, dataset: str) -> pd.DataFrame:
-    """The study's tidy table with its verdicts (against the paper where it has a table), as the report decides."""
+def judge(results_dir: Path, study: str, dataset: str) -> tuple[StudyResults, pd.DataFrame]:
+    """The study's results and its tidy table with its verdicts (against the paper where it has a table), as the
+    report decides."""
     found = find_studies(results_dir, study, dataset)[0]
     tidy = summarise(found)
-    return attach_paper(tidy, found.paper_table) if found.paper_table is not None else tidy
+    return found, attach_paper(tidy, found.paper_table) if found.paper_table is not None else tidy
+
+
+def judged_units(found: StudyResults, tidy: pd.DataFrame, decide: str, cells: str | None) -> pd.DataFrame:
+    """What a round waits on: the selected cells (`cells`), or each variant's pooled verdict over all the table's
+    cells (`table`), with their verdict, difference_mean, difference_sd, paper_change_as_ours and
+    paired_reference_mean (the scale of a relative change)."""
+    if decide == "cells":
+        return _selected(tidy, cells)
+    pooled = pooled_verdicts(found, tidy)
+    pooled = pooled[pooled["scope"] == ALL_CELLS]
+    return pooled.assign(difference_mean=pooled["relative_change"], paired_reference_mean=100.0)
+
+
+def _check_decide(decide: str, cells: str | None) -> None:
+    if decide not in DECIDE:
+        raise ConfigError(f"--decide '{decide}': choose {' or '.join(DECIDE)}")
+    if decide == "table" and cells:
+        raise ConfigError("--cells selects cells to decide; --decide table decides each variant over all the "
+                          "table's cells: give one of them")
 
 
 def _selected(tidy: pd.DataFrame, cells: str | None) -> pd.DataFrame:

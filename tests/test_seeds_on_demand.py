@@ -101,6 +101,26 @@ def test_dry_run_needs_two_seeds_then_plans_each_budget(run_mfh, tmp_path):
     assert len(run_dirs(tmp_path)) == 6  # a dry run trains nothing
 
 
+@pytest.mark.slow  # a 2-trial tune of Table 2, then 3 rounds (~30 s)
+def test_deciding_the_table_as_a_whole_with_tuned_variants(run_mfh, tmp_path):
+    """--decide table waits on each variant's pooled verdict (report/pooled.py), not on the 9 cells; --tuned trains
+    every round with mfh tune's best overrides, and the plan and the report say so."""
+    pytest.importorskip("optuna", reason="--tuned needs mfh tune: the `tune` extra")
+    refused = run_mfh(*STUDY, "--decide", "table", "--cells", "flat/*/*", "--tuned", *TINY)
+    assert refused.returncode == 2 and "give one of them" in refused.stderr
+    run_mfh("tune", "--study", "hierarchical", "--trials", "2", "--quiet", "--jobs", "1", *TINY, check=True)
+    result = run_mfh(*STUDY, "--decide", "table", "--tuned", "--max-seeds", "3", "--budget", "30m", *TINY,
+                     check=True)
+    rounds = [line for line in result.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 3 and all(" of 1 variants' pooled verdicts decided (" in line for line in rounds)
+    assert "selected variants' pooled verdicts decided" in result.stdout
+    info = json.loads((study_dir(tmp_path) / "study.json").read_text())
+    assert info["tuned"] and info["sequential"]["decide"] == "table"
+    assert "as a whole (all cells), 3 seeds: flat" in result.stdout
+    plan = run_mfh(*STUDY, "--decide", "table", "--tuned", "--dry-run", *TINY, check=True)
+    assert "what each budget would likely decide, 1 pooled verdicts" in " ".join(plan.stdout.split())
+
+
 @pytest.mark.parametrize("text, seconds", [("90s", 90), ("10m", 600), ("8h", 28800), ("1h30m", 5400),
                                            ("2d", 172800)])
 def test_budget_durations(text, seconds):

@@ -25,9 +25,13 @@ from mfh_cli.engine.placement import AUTOCAST_DTYPES
 from mfh_cli.errors import RunError
 from mfh_cli.models import build_model
 from mfh_cli.models.loss import elementwise_loss
+from mfh_cli.models.parts.dense import precise_statistics
 from mfh_cli.models.parts.fused import use_fused_kernels
 from mfh_cli.models.weighting import LossWeighting, build_weighting
 from mfh_cli.tasks import USER_GROUP, task_name
+
+
+PRECISE_BN_STREAM = 104_729  # added to the run's seed: the precise BatchNorm pass draws its own rows
 
 
 @dataclass
@@ -92,7 +96,7 @@ def _contiguous_or_mask(chosen: torch.Tensor) -> slice | torch.Tensor:
 
 @dataclass
 class FitResult:
-    best_epoch: int
+    best_epoch: int  # the epoch whose weights the run keeps (the last one under trainer.selection=last)
     epochs_run: int
     train_seconds: float
     samples: int
@@ -113,11 +117,16 @@ class Trainer:
         self.cells: list[str] = list(model.cells)  # the run's cells: metrics, history and loss weights per cell
         self.behaviours: list[str] = list(model.behaviours)
         self.device = splits["train"].labels.device
+        self.seed = seed
         self.order = torch.Generator().manual_seed(seed)  # data order, separate from the init stream
         self.precision = AUTOCAST_DTYPES[str(trainer.precision)]  # resolved by engine/placement: fp32 or bf16
         self.show_progress = show_progress and context.is_main
         self.flat_parameters = FlatParameters(model, weighting)  # the weighting's own parameters train too
         self.optimizer = make_optimizer(self.flat_parameters.values, trainer)
+        # Weight averaging (trainer.ema_decay): an exponential moving average of the flat parameters, updated after
+        # every step; what is evaluated, selected and kept (`averaged_weights`). None: the weights as trained.
+        self.ema_decay = None if trainer.get("ema_decay") is None else float(trainer.ema_decay)
+        self.averaged = self.flat_parameters.values.detach().clone() if self.ema_decay is not None else None
         self.step = 0
         self.history: list[dict] = []
 
@@ -201,7 +210,42 @@ class Trainer:
         self.context.sum_gradients([self.flat_parameters.values])
         self.optimizer.step()
         self.step += 1
+        if self.averaged is not None:
+            # TF's ExponentialMovingAverage with num_updates: the decay ramps up, so early weights fade fast.
+            decay = min(self.ema_decay, (1 + self.step) / (10 + self.step))
+            self.averaged.lerp_(self.flat_parameters.values.detach(), 1.0 - decay)
         return loss, elementwise
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Within the block the model holds the averaged weights (trainer.ema_decay), the trained ones after it;
+        a no-op without averaging."""
+        if self.averaged is None:
+            yield
+            return
+        values = self.flat_parameters.values.detach()
+        trained = values.clone()
+        values.copy_(self.averaged)
+        try:
+            yield
+        finally:
+            values.copy_(trained)
+
+    @torch.no_grad()
+    def recompute_batch_norm(self, batches: int) -> None:
+        """Precise BatchNorm (trainer.precise_bn_batches, Wu & Johnson 2021): every BatchNorm's moving statistics
+        become the equal average over `batches` training batches (in training mode, no gradient) of the weights the
+        run keeps. Its own generator, seeded by the run's seed, draws the rows, so the data order is untouched."""
+        train, size = self.splits["train"], int(self.config.batch_size)
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed + PRECISE_BN_STREAM))
+        self.model.train()
+        with precise_statistics(self.model) as layers:
+            if not layers:
+                return
+            for start in range(0, min(batches * size, len(train) - size + 1), size):
+                batch = train.rows(order[start:start + size].to(self.device))
+                with self.autocast():
+                    self.model(batch.categorical, batch.dense, batch.cell)
 
     def fit(self, after_epoch: Callable[[int, float], None] | None = None) -> FitResult:
         """Train until max_epochs or early stopping; `after_epoch(epoch, validation_loss)` is called after each
@@ -212,6 +256,9 @@ class Trainer:
         history_every = int(config.history_every or 0) if config.history else 0
         test_rows = self.history_test_rows()
         best_loss, best_epoch, best_state, stale = float("inf"), 0, None, 0
+        # trainer.selection: best = early stopping on the validation loss, the best epoch's weights kept (the
+        # authors' and every run before the choice existed); last = a fixed budget of max_epochs, the last kept.
+        select_best = str(config.get("selection", "best")) == "best"
         sums = counts = None
         samples, train_seconds, epoch, validation_losses = 0, 0.0, 0, []
         with self.progress_bar(len(train) // batch_size * int(config.max_epochs)) as bar:
@@ -240,20 +287,29 @@ class Trainer:
                         bar.update(completed=self.step, description=f"epoch {epoch} loss {float(loss):.4f} "
                                    f"{samples / max(elapsed, 1e-9):,.0f} samples/s")
                 train_seconds += time.perf_counter() - started
-                validation_loss = self.loss_on(self.splits["validation"])
-                validation_losses.append(validation_loss)
-                if after_epoch is not None:
-                    after_epoch(epoch, validation_loss)
-                if validation_loss < best_loss - float(config.min_delta):
-                    best_loss, best_epoch, stale = validation_loss, epoch, 0
-                    best_state = self.state()
-                else:
-                    stale += 1
-                    if stale >= int(config.patience):
-                        break
+                with self.averaged_weights():
+                    validation_loss = self.loss_on(self.splits["validation"])
+                    validation_losses.append(validation_loss)
+                    if after_epoch is not None:
+                        after_epoch(epoch, validation_loss)
+                    if not select_best:
+                        best_epoch = epoch
+                    elif validation_loss < best_loss - float(config.min_delta):
+                        best_loss, best_epoch, stale = validation_loss, epoch, 0
+                        best_state = self.state()
+                    else:
+                        stale += 1
+                        if stale >= int(config.patience):
+                            break
         if best_state is not None:
             self.model.load_state_dict(best_state["model"])
             self.weighting.load_state_dict(best_state["weighting"])
+        elif self.averaged is not None:  # selection=last: keep the averaged weights
+            self.flat_parameters.values.detach().copy_(self.averaged)
+        if int(config.get("precise_bn_batches") or 0):
+            started = time.perf_counter()
+            self.recompute_batch_norm(int(config.precise_bn_batches))
+            train_seconds += time.perf_counter() - started
         return FitResult(best_epoch, epoch, train_seconds, samples, validation_losses, self.history)
 
     def state(self) -> dict:

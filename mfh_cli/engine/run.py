@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +32,7 @@ from mfh_cli.engine.metrics import group_metrics
 from mfh_cli.engine.placement import hardware_record, probe_machine, resolve_placement
 from mfh_cli.errors import RunError
 from mfh_cli.models import MultiTaskModel
+from mfh_cli.predictions import TestRows, write_predictions
 from mfh_cli.tasks import HISTORY_COLUMNS
 
 MALLOC_TRIM_THRESHOLD, MALLOC_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
@@ -136,12 +137,14 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
     model, splits = trainer.base_model, trainer.splits
     started = time.perf_counter()
     fit = trainer.fit()
+    test_outputs = trainer.predict(splits["test"])  # scored here and kept for the noise budget (predictions.py)
     metrics = {
         "run_id": run_id, "model": str(cfg.model.name), "dataset": str(cfg.data.name),
         "tasks": str(cfg.tasks.name), "seed": int(cfg.seed), "threads": threads,
         "device": placement.device, "precision": placement.precision,
         "hardware": hardware_record(placement, probe_machine()),
-        "metrics": {split: evaluate(trainer, splits[split], split) for split in ("test", "validation")},
+        "metrics": {"test": evaluate(trainer, splits["test"], "test", test_outputs),
+                    "validation": evaluate(trainer, splits["validation"], "validation")},
         "oracle": oracle_metrics(trainer, splits),
         "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
         "validation_losses": [round(loss, 6) for loss in fit.validation_losses],
@@ -152,7 +155,12 @@ def train(cfg: DictConfig, data_dir: Path | None = None, results_dir: Path = Pat
         "versions": {"mfh": mfh_cli.__version__, "torch": torch.__version__, "python": platform.python_version()},
     }
     if context.is_main:
-        write_run_directory(final, cfg, metrics, fit.history, model)
+        test = splits["test"]
+        rows = TestRows(test.labels.cpu().numpy(), test.mask.cpu().numpy(), test.cell.cpu().numpy(),
+                        test.user.cpu().numpy(), tuple(trainer.behaviours), tuple(trainer.cells))
+        write_run_directory(final, cfg, metrics, fit.history, model,
+                            lambda directory: write_predictions(directory, test_outputs.cpu().numpy(), rows,
+                                                                results_dir))
         tracking.record(cfg, final, metrics, fit.history, results_dir)
     shutdown(context)
     return RunResult(final, metrics)
@@ -181,10 +189,10 @@ def dataset_for(cfg: DictConfig, data_dir: Path | None, cache_dir: Path, quiet: 
     return _DATASETS[key]
 
 
-def evaluate(trainer: Trainer, split: Split, name: str) -> dict:
+def evaluate(trainer: Trainer, split: Split, name: str, predictions: torch.Tensor | None = None) -> dict:
     """Per-cell (user group; × scenario on a three-facet grid), per-behaviour metrics of the trained model on split
-    `name`; a non-finite output is a RunError."""
-    predictions = trainer.predict(split)
+    `name` (its `predictions` [N, T] when already made); a non-finite output is a RunError."""
+    predictions = trainer.predict(split) if predictions is None else predictions
     if not torch.isfinite(predictions[split.mask]).all():
         raise RunError(f"non-finite {name} predictions ({name} split, {trainer.first_non_finite(predictions, split)}"
                        "): the run diverged; lower trainer.lr; no run directory was written")
@@ -217,9 +225,10 @@ def count_parameters(model: MultiTaskModel) -> dict:
 
 
 def write_run_directory(final: Path, cfg: DictConfig, metrics: dict, history: list[dict],
-                        model: torch.nn.Module) -> None:
-    """Write everything into runs/.partial/, then swap it into place under the run's lock: no half-written run
-    is ever visible, and a write that fails (disk full) is one RunError line with nothing left behind."""
+                        model: torch.nn.Module, write_more: Callable[[Path], None] | None = None) -> None:
+    """Write everything into runs/.partial/ (and what `write_more` writes into that directory: the predictions),
+    then swap it into place under the run's lock: no half-written run is ever visible, and a write that fails
+    (disk full) is one RunError line with nothing left behind."""
     partial_root = final.parent / PARTIAL
     temporary = partial_root / f"{final.name}.{os.getpid()}"
     try:
@@ -234,6 +243,8 @@ def write_run_directory(final: Path, cfg: DictConfig, metrics: dict, history: li
         weights = io.BytesIO()
         torch.save(model.state_dict(), weights)
         (temporary / "model.pt").write_bytes(weights.getbuffer())
+        if write_more is not None:
+            write_more(temporary)
         with run_lock(final):
             swap_into_place(temporary, final)
     except OSError as error:

@@ -18,8 +18,10 @@ from mfh_cli.report.figures import (figure_pair, mechanism_figure, mechanism_ser
                                     overfitting_summary, overfitting_title, write_figure)
 from mfh_cli.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
-from mfh_cli.report.render import (ORACLE_BELOW_MARK, study_latex, study_markdown, study_rich_tables,
-                                   verdict_rich_table)
+from mfh_cli.report.noise import noise_budget, noise_line
+from mfh_cli.report.pooled import pooled_csv_rows, pooled_line, pooled_verdicts
+from mfh_cli.report.render import (ORACLE_BELOW_MARK, pooled_rich_table, study_latex, study_markdown,
+                                   study_rich_tables, verdict_rich_table)
 from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, counted_cells, verdict_line
 from mfh_cli.tasks import KINDS, PRIMARY, REGISTRY, kind_of, lower_is_better, metric_label
 
@@ -28,9 +30,11 @@ FORMATS = ("table", "csv", "markdown", "latex")
 
 @dataclass
 class ReportSummary:
-    """What a report produced: one verdict line per table, one paper-agreement line per table compared with the
-    paper, one line per control the study expects, and the files written."""
+    """What a report produced: one pooled verdict line per table (the table's question as a whole, over all its
+    cells), one verdict line per table, one paper-agreement line per table compared with the paper, one line per
+    control the study expects, and the files written."""
 
+    pooled: list[str] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)
     agreement: list[str] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
@@ -72,23 +76,32 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
             tidy = attach_paper(tidy, found.paper_table)
             agreement = agreement_line(tidy, title)
             summary.agreement.append(agreement)
+        budget = noise_budget(found, results_dir)
+        tidy = tidy.merge(budget, on=["variant", "group", "task", "metric"], how="left")
+        noise = noise_line(budget, title, int((tidy["verdict"] != "").sum()))
+        pooled = pooled_verdicts(found, tidy)
+        pooled_lines = [pooled_line(pooled, title, scope) for scope in dict.fromkeys(pooled["scope"])]
+        summary.pooled += pooled_lines[:1]
         verdicts = verdict_line(tidy, title)
         summary.verdicts.append(verdicts)
         controls = control_lines(found, tidy)
         summary.controls += controls
         figure = _overfitting_figure(found, results_dir, stem) if found.focus else None
-        notes = (table_notes(found, tidy, beside_paper) + ([figure.line] if figure else []) + [verdicts, *controls]
-                 + ([agreement] if agreement else []))
-        table_frame = csv_frame(found, tidy, figure.summary if figure else None)
+        notes = (pooled_lines + table_notes(found, tidy, beside_paper) + ([figure.line] if figure else [])
+                 + [verdicts, *controls] + ([noise] if noise else []) + ([agreement] if agreement else []))
+        table_frame = csv_frame(found, tidy, figure.summary if figure else None, pooled)
         texts = {"csv": table_frame.to_csv(index=False),
-                 "md": study_markdown(tidy, title, beside_paper, notes),
-                 "tex": study_latex(tidy, title, beside_paper, notes)}
+                 "md": study_markdown(tidy, title, beside_paper, notes, pooled),
+                 "tex": study_latex(tidy, title, beside_paper, notes, pooled)}
         summary.files += [write_text_atomically(results_dir / "tables" / f"{stem}.{suffix}", text)
                           for suffix, text in texts.items()]
         suffix = {"csv": "csv", "markdown": "md", "latex": "tex"}.get(fmt)
         if fmt == "table":
             for table in study_rich_tables(tidy, title, beside_paper, console.width):
                 console.print(table)
+            if not pooled.empty:
+                console.print(pooled_rich_table(pooled, f"{title} as a whole: does each variant beat "
+                                                        f"{found.reference} over the table's cells?"))
             console.print(verdict_rich_table(tidy, f"{title}: what each cell establishes"))
         elif output is not None:
             path = write_text_atomically(Path(output) / f"{stem}.{suffix}", texts[suffix])
@@ -112,11 +125,15 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
     return summary
 
 
-def csv_frame(study: StudyResults, tidy: pd.DataFrame, figure_summary: pd.DataFrame | None = None) -> pd.DataFrame:
+def csv_frame(study: StudyResults, tidy: pd.DataFrame, figure_summary: pd.DataFrame | None = None,
+              pooled: pd.DataFrame | None = None) -> pd.DataFrame:
     """The tidy table as its CSV holds it: `study`, `dataset` and `table` (the study's title) first, so that the
-    tables of several studies concatenate into one frame; a study with a figure adds the figure's summary, one row
-    per quantity (`metric` gap, train_impr, test_impr, ratio; mean and 95% interval over seeds)."""
-    frames = [tidy]
+    tables of several studies concatenate into one frame; the table's pooled verdicts first (group `pooled`, task
+    the scope, with `cells` and `share_improved`); a study with a figure adds the figure's summary, one row per
+    quantity (`metric` gap, train_impr, test_impr, ratio; mean and 95% interval over seeds)."""
+    columns = [*tidy.columns, "cells", "share_improved"]
+    frames = [pooled_csv_rows(pooled, columns)] if pooled is not None and not pooled.empty else []
+    frames.append(tidy)
     if figure_summary is not None:
         focus = study.focus or {}
         variant, reference = figure_pair(study)
@@ -126,9 +143,9 @@ def csv_frame(study: StudyResults, tidy: pd.DataFrame, figure_summary: pd.DataFr
                                     "n_seeds": figure_summary["n_seeds"],
                                     "reason": [f"Figure 1 over {steps} steps vs {reference}" for steps
                                                in figure_summary["steps"]]}))
-    frame = pd.concat(frames, ignore_index=True)[tidy.columns]
-    return frame.assign(study=study.name, dataset=study.dataset, table=study.title)[
-        ["study", "dataset", "table", *tidy.columns]]
+    frame = pd.concat(frames, ignore_index=True).reindex(columns=columns)
+    return frame.assign(study=study.name, dataset=study.dataset, table=study.title)[["study", "dataset", "table",
+                                                                                      *columns]]
 
 
 def sweep_figure(results_dir: Path, name: str, dataset: str) -> list[Path]:

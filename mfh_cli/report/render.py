@@ -211,6 +211,35 @@ def _seed_count(value: float) -> str:
     return "> 100,000" if np.isinf(value) else f"{value:,.0f}"
 
 
+POOLED_HEADER = ["variant", "cells", "pooled change [95% interval]", "p (Holm)", "improves", "seeds needed",
+                 "paper", "verdict"]
+
+
+def pooled_rows(pooled: pd.DataFrame) -> list[list[str]]:
+    """One row of text per variant and scope (POOLED_HEADER): the table's question as a whole (report/pooled.py);
+    `cells` names the scope and how many of its cells were computed, `improves` the mean share of them the variant
+    improves per seed; the tidy CSV has every figure (the detectable change among them)."""
+    rows = []
+    for row in pooled.itertuples(index=False):
+        interval = "" if np.isnan(row.change_ci_low) else f" [{row.change_ci_low:+.2f}%, {row.change_ci_high:+.2f}%]"
+        scope = row.scope.removesuffix(" cells")
+        rows.append([row.variant, f"{scope} {row.cells}/{row.cells_total}", f"{row.relative_change:+.2f}%{interval}",
+                     "—" if np.isnan(row.p_adjusted) else f"{row.p_adjusted:.3f}", f"{row.share_improved:.0%}",
+                     _seed_count(row.seeds_needed),
+                     "" if np.isnan(row.paper_change_as_ours) else f"{row.paper_change_as_ours:+.2f}%", row.verdict])
+    return rows
+
+
+def pooled_rich_table(pooled: pd.DataFrame, title: str) -> Table:
+    """The pooled verdicts in the terminal, printed first under the table."""
+    table = Table(title=title, show_lines=False)
+    for name in POOLED_HEADER:
+        table.add_column(name, justify="left" if name in ("variant", "cells", "verdict") else "right")
+    for row in pooled_rows(pooled):
+        table.add_row(*row[:-1], Text(row[-1], style=VERDICT_STYLES.get(row[-1])))
+    return table
+
+
 def verdict_rich_table(tidy: pd.DataFrame, title: str) -> Table:
     """The verdicts in the terminal: a row per tested cell."""
     table = Table(title=title, show_lines=False)
@@ -224,13 +253,18 @@ def verdict_rich_table(tidy: pd.DataFrame, title: str) -> Table:
 VERDICT_STYLES = {"confirmed": "green", "better": "green", "opposite": "red", "worse": "red", "smaller": "yellow"}
 
 
-def study_markdown(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -> str:
-    """A Markdown heading, one table row per group × variant, the verdicts, and the notes as a list."""
+def study_markdown(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str],
+                   pooled: pd.DataFrame | None = None) -> str:
+    """A Markdown heading, one table row per group × variant, the table's pooled verdicts, the per-cell verdicts,
+    and the notes as a list."""
     labels, rows = study_layout(tidy)
     header = ["group", "variant", *_header(labels, paper)]
     lines = [f"### {title}", "", _markdown_row(header), _markdown_row(["---"] * len(header))]
     for group, variant, cells in rows:
         lines.append(_markdown_row([group, variant, *(text for cell in cells for text in _cells(cell, paper))]))
+    if pooled is not None and not pooled.empty:
+        lines += ["", _markdown_row(POOLED_HEADER), _markdown_row(["---"] * len(POOLED_HEADER))]
+        lines += [_markdown_row(row) for row in pooled_rows(pooled)]
     verdicts = verdict_rows(tidy)
     if verdicts:
         lines += ["", _markdown_row(VERDICT_HEADER), _markdown_row(["---"] * len(VERDICT_HEADER))]
@@ -256,8 +290,10 @@ def latex_escape(text: str) -> str:
     return "".join(LATEX_SPECIALS.get(character, character) for character in text)
 
 
-def study_latex(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -> str:
-    """A booktabs table like the paper's: a header row per user group, a row per variant, notes below."""
+def study_latex(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str],
+                pooled: pd.DataFrame | None = None) -> str:
+    """A booktabs table like the paper's: a header row per user group, a row per variant, the pooled and the
+    per-cell verdicts, notes below."""
     labels, rows = study_layout(tidy)
     header = ["variant", *_header(labels, paper)]
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(title)}}}",
@@ -271,12 +307,14 @@ def study_latex(tidy: pd.DataFrame, title: str, paper: bool, notes: list[str]) -
         texts = [variant, *(text for cell in cells for text in _cells(cell, paper))]
         lines.append(" & ".join(latex_escape(text) for text in texts) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
-    verdicts = verdict_rows(tidy)
-    if verdicts:
-        lines += [r"\par\medskip", r"\begin{tabular}{lll" + "r" * (len(VERDICT_HEADER) - 4) + "l}", r"\toprule",
-                  " & ".join(latex_escape(name) for name in VERDICT_HEADER) + r" \\", r"\midrule"]
-        lines += [" & ".join(latex_escape(text) for text in row) + r" \\" for row in verdicts]
-        lines += [r"\bottomrule", r"\end{tabular}"]
+    blocks = [(POOLED_HEADER, pooled_rows(pooled) if pooled is not None else [], "lll"),
+              (VERDICT_HEADER, verdict_rows(tidy), "lll")]
+    for names, texts, left in blocks:
+        if texts:
+            lines += [r"\par\medskip", r"\begin{tabular}{" + left + "r" * (len(names) - len(left) - 1) + "l}",
+                      r"\toprule", " & ".join(latex_escape(name) for name in names) + r" \\", r"\midrule"]
+            lines += [" & ".join(latex_escape(text) for text in row) + r" \\" for row in texts]
+            lines += [r"\bottomrule", r"\end{tabular}"]
     lines += [r"\par\footnotesize " + latex_escape(note) for note in notes]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"

@@ -29,7 +29,7 @@ from mfh_cli.report.sequential import anytime_p
 from mfh_cli.report.sequential import detectable_effect as sequential_detectable
 from mfh_cli.report.sequential import half_width as sequential_half_width
 from mfh_cli.report.sequential import seeds_to_detect as sequential_seeds
-from mfh_cli.tasks import lower_is_better
+from mfh_cli.tasks import REGISTRY, lower_is_better
 
 ALPHA = 0.05
 POWER = 0.8
@@ -160,7 +160,8 @@ def _p_value(n: int, mean: float, sd: float, sequential: bool, null: float) -> f
 def _verdict(row) -> str:
     if math.isnan(row.p_adjusted):
         return "untested"
-    better = (row.difference_mean < 0) == lower_is_better(row.metric)
+    # A registered metric says its direction; an unregistered one (a pooled, sign-aligned change) is higher-better.
+    better = (row.difference_mean < 0) == (row.metric in REGISTRY and lower_is_better(row.metric))
     if math.isnan(row.paper_change_as_ours):
         if row.p_adjusted < ALPHA and row.difference_mean != 0:
             return "better" if better else "worse"

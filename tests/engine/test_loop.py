@@ -12,9 +12,10 @@ import torch
 from mfh_cli.config import compose
 from mfh_cli.data import SPLITS
 from mfh_cli.data.synthetic import simulate
-from mfh_cli.engine.loop import FlatOptimizer, FlatParameters, build_trainer, make_optimizer, prepare_splits
+from mfh_cli.engine.loop import (PRECISE_BN_STREAM, FlatOptimizer, FlatParameters, build_trainer, make_optimizer,
+                                  prepare_splits)
 from mfh_cli.models import build_model, elementwise_loss, multitask_loss
-from mfh_cli.models.parts.dense import StackedLinear
+from mfh_cli.models.parts.dense import BatchNorm, StackedLinear
 from mfh_cli.models.parts.fused import use_fused_kernels
 
 OVERRIDES = ["data.rows=3000"]
@@ -223,3 +224,77 @@ def test_a_run_process_never_imports_the_compiler_stack():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+# The training recipe's options (docs/statistics.md "Where the spread comes from"): each changes what it says it
+# changes and nothing else; at their defaults a run trains as before them (tests/test_config.py pins its ids).
+
+def recipe_trainer(simulated, *overrides: str):
+    _, dataset = simulated
+    cfg = compose([*OVERRIDES, "model=shared_bottom", "trainer.batch_size=256", "trainer.max_epochs=3", *overrides])
+    return build_trainer(cfg, dataset)
+
+
+def test_a_fixed_epoch_budget_trains_every_epoch_on_the_same_batches_and_keeps_the_last(simulated):
+    best = recipe_trainer(simulated, "trainer.patience=1")
+    best_fit = best.fit()
+    last = recipe_trainer(simulated, "trainer.selection=last", "trainer.patience=1")
+    last_fit = last.fit()
+    assert (last_fit.best_epoch, last_fit.epochs_run) == (3, 3)  # no early stop, whatever the validation loss
+    assert last_fit.validation_losses[:best_fit.epochs_run] == best_fit.validation_losses  # the same training
+    if best_fit.best_epoch == best_fit.epochs_run == 3:
+        assert all(torch.equal(a, b) for a, b in zip(best.model.state_dict().values(),
+                                                     last.model.state_dict().values()))
+
+
+def test_weight_averaging_leaves_the_training_alone_and_keeps_the_average(simulated):
+    plain = recipe_trainer(simulated)
+    averaged = recipe_trainer(simulated, "trainer.ema_decay=0.9")
+    train = plain.splits["train"]
+    expected = averaged.flat_parameters.values.detach().clone()
+    for step in range(5):
+        batch = train.rows(torch.arange(step * 256, step * 256 + 256))
+        plain.train_step(batch, epoch=1)
+        averaged.train_step(batch, epoch=1)
+        decay = min(0.9, (2 + step) / (11 + step))  # TF's ramp: the decay after step k is min(d, (1+k)/(10+k))
+        expected = decay * expected + (1 - decay) * averaged.flat_parameters.values.detach()
+        assert torch.equal(plain.flat_parameters.values, averaged.flat_parameters.values)  # the same steps
+    assert torch.allclose(averaged.averaged, expected, atol=1e-6)
+    with averaged.averaged_weights():
+        assert torch.equal(averaged.flat_parameters.values, averaged.averaged)
+    assert torch.equal(averaged.flat_parameters.values, plain.flat_parameters.values)  # swapped back
+    kept = recipe_trainer(simulated, "trainer.ema_decay=0.9", "trainer.selection=last")
+    kept.fit()
+    assert torch.equal(kept.flat_parameters.values, kept.averaged)
+
+
+def test_precise_batch_norm_recomputes_the_statistics_as_the_average_of_batches_and_nothing_else(simulated):
+    plain = recipe_trainer(simulated, "trainer.kernels=eager", "trainer.selection=last")
+    plain.fit()
+    precise = recipe_trainer(simulated, "trainer.kernels=eager", "trainer.selection=last",
+                             "trainer.precise_bn_batches=4")
+    precise.fit()
+    assert torch.equal(plain.flat_parameters.values, precise.flat_parameters.values)  # the weights: untouched
+    layers = [(name, module) for name, module in precise.model.named_modules() if isinstance(module, BatchNorm)]
+    plain_layers = dict(plain.model.named_modules())
+    assert layers and all(not torch.equal(layer.running_mean, plain_layers[name].running_mean)
+                          for name, layer in layers)
+    # By hand: the batch statistics of the first BatchNorm's input over the same 4 batches, averaged.
+    name, first = layers[0]
+    recomputed = first.running_mean.clone(), first.running_var.clone()
+    seen = []
+    hook = first.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0].detach().clone()))
+    order = torch.randperm(len(precise.splits["train"]),
+                           generator=torch.Generator().manual_seed(int(precise.seed) + PRECISE_BN_STREAM))
+    precise.model.train()
+    with torch.no_grad():
+        for start in range(0, 4 * 256, 256):
+            batch = precise.splits["train"].rows(order[start:start + 256])
+            precise.model(batch.categorical, batch.dense, batch.cell)
+    hook.remove()
+    # [G, B, C] inputs, after the activation: statistics over the rows per (group, channel)
+    rows_first = [inputs.transpose(0, 1).reshape(inputs.shape[1], -1) for inputs in seen]
+    means = torch.stack([rows.mean(dim=0) for rows in rows_first]).mean(dim=0)
+    variances = torch.stack([rows.var(dim=0, unbiased=False) for rows in rows_first]).mean(dim=0)
+    assert torch.allclose(recomputed[0], means, atol=1e-5)
+    assert torch.allclose(recomputed[1], variances, atol=1e-4)

@@ -39,7 +39,7 @@ def test_same_seed_same_numbers(tmp_path: Path):
 def test_run_directory_is_complete(tmp_path: Path):
     result = train(compose(TINY), results_dir=tmp_path, quiet=True)
     files = sorted(path.name for path in result.run_dir.iterdir())
-    assert files == ["config.yaml", "history.csv", "metrics.json", "model.pt"]
+    assert files == ["config.yaml", "history.csv", "metrics.json", "model.pt", "predictions.npz"]
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     assert set(metrics["metrics"]["test"]) == {"new", "low", "high"}
     assert set(metrics["metrics"]["test"]["high"]) == {"cmpl", "finish", "skip"}
@@ -269,7 +269,7 @@ def test_concurrent_writers_of_one_run_leave_one_complete_run(mfh_path: str, tmp
     run_id, = run_directories(runs)
     assert list((runs / ".partial").iterdir()) == []
     assert sorted(p.name for p in (runs / run_id).iterdir()) == ["config.yaml", "history.csv", "metrics.json",
-                                                                "model.pt"]
+                                                                "model.pt", "predictions.npz"]
     assert strict_json(runs / run_id / "metrics.json")["run_id"] == run_id
 
 

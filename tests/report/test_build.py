@@ -61,7 +61,10 @@ def test_csv_over_every_study_is_one_tidy_frame(write_study, results_dir, captur
     frame = pd.read_csv(io.StringIO(text))
     assert list(frame[["study", "dataset"]].drop_duplicates().itertuples(index=False, name=None)) == [
         ("hierarchical", "synthetic"), ("sota", "kuairand"), ("sota", "synthetic")]
-    assert len(frame) == 3 * 4 and frame["mean"].notna().all()
+    pooled = frame["group"] == "pooled"  # each table's verdict as a whole, first: flat over all cells
+    assert list(frame.groupby(["study", "dataset"], sort=False)["group"].first()) == ["pooled"] * 3
+    assert pooled.sum() == 3 and set(frame.loc[pooled, "cells"]) == {"2 of 2"}
+    assert len(frame) == 3 * (4 + 1) and frame["mean"].notna().all()
     assert set(frame.loc[frame["study"] == "hierarchical", "table"]) == {"Table 2: hierarchical"}
     files = pd.concat([pd.read_csv(results_dir / "tables" / f"{stem}.csv")
                        for stem in ("hierarchical", "sota_kuairand", "sota_synthetic")], ignore_index=True)
@@ -89,8 +92,8 @@ def test_dataset_suffix_only_when_a_study_has_several(write_study, results_dir, 
     run_report(results_dir, console=captured_console)
     names = sorted(path.stem for path in (results_dir / "tables").glob("*.csv"))
     assert names == ["hierarchical", "sota_kuairand", "sota_synthetic"]
-    kuairand = pd.read_csv(results_dir / "tables" / "sota_kuairand.csv")
-    synthetic = pd.read_csv(results_dir / "tables" / "sota_synthetic.csv")
+    kuairand, synthetic = (pd.read_csv(results_dir / "tables" / f"sota_{name}.csv").query("group != 'pooled'")
+                           for name in ("kuairand", "synthetic"))
     assert (kuairand["mean"] - synthetic["mean"]).to_numpy() == pytest.approx(0.1)
 
     summary = run_report(results_dir, study="sota", dataset="kuairand", console=captured_console)

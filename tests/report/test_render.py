@@ -50,11 +50,14 @@ def _markdown_tables(markdown: str) -> list[list[str]]:
 def test_markdown_has_one_row_per_group_and_variant_then_one_per_tested_cell(study_with_gaps, results_dir,
                                                                              captured_console):
     run_report(results_dir, fmt="markdown", console=captured_console)
-    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv", keep_default_na=False)
+    frame = pd.read_csv(results_dir / "tables" / "gaps.csv", keep_default_na=False)
+    pooled, tidy = frame[frame["group"] == "pooled"], frame[frame["group"] != "pooled"]
     markdown = (results_dir / "tables" / "gaps.md").read_text()
-    study_table, verdict_table = _markdown_tables(markdown)
-    expected_rows = [len(tidy[["group", "variant"]].drop_duplicates()), int((tidy["verdict"] != "").sum())]
-    for (header, separator, *rows), expected in zip((study_table, verdict_table), expected_rows):
+    study_table, pooled_table, verdict_table = _markdown_tables(markdown)
+    expected_rows = [len(tidy[["group", "variant"]].drop_duplicates()), len(pooled),
+                     int((tidy["verdict"] != "").sum())]
+    assert len(pooled) == 3 + 2  # flat: all cells, MSE, AUC; hmtl, whose AUC cells were not computed: all, MSE
+    for (header, separator, *rows), expected in zip((study_table, pooled_table, verdict_table), expected_rows):
         assert len(rows) == expected
         width = len(_markdown_cells(header))
         assert all(set(cell) == {"-"} for cell in _markdown_cells(separator))
@@ -65,16 +68,18 @@ def test_markdown_has_one_row_per_group_and_variant_then_one_per_tested_cell(stu
 
 def test_latex_has_one_row_per_group_and_variant(study_with_gaps, results_dir, captured_console):
     run_report(results_dir, fmt="latex", console=captured_console)
-    tidy = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    frame = pd.read_csv(results_dir / "tables" / "gaps.csv")
+    pooled, tidy = frame[frame["group"] == "pooled"], frame[frame["group"] != "pooled"]
     latex = (results_dir / "tables" / "gaps.tex").read_text()
     rows = [line for line in latex.splitlines() if line.rstrip().endswith("\\\\")]
     groups = tidy["group"].nunique()
     tested = int(tidy["verdict"].notna().sum())
-    # The header, one \multicolumn line per group, one line per group × variant; then the verdicts' header and
-    # one line per tested cell.
-    assert len(rows) == 1 + groups + len(tidy[["group", "variant"]].drop_duplicates()) + 1 + tested
+    # The header, one \multicolumn line per group, one line per group × variant; then the pooled verdicts' header
+    # and one line per variant and scope; then the verdicts' header and one line per tested cell.
+    assert len(rows) == (1 + groups + len(tidy[["group", "variant"]].drop_duplicates()) + 1 + len(pooled) + 1
+                         + tested)
     tables = latex.split("\\end{tabular}")[:-1]
-    assert len(tables) == latex.count("\\begin{tabular}") == 2
+    assert len(tables) == latex.count("\\begin{tabular}") == 3
     for table in tables:
         columns = len(re.search(r"\\begin\{tabular\}\{(\w+)\}", table).group(1))
         body = [row for row in table.splitlines() if row.rstrip().endswith("\\\\") and "\\multicolumn" not in row]
@@ -121,7 +126,7 @@ def test_small_sample_cells_say_so_instead_of_a_number(write_study, results_dir,
         cell = {"metric": "auc", "value": 0.6, "rows": 400, "positives": 3, "reason": None}
         path.write_text(json.dumps({"metrics": {"test": {"new": {"share": cell}}}}))
     run_report(results_dir, fmt="markdown", console=captured_console)
-    study_table, verdict_table = _markdown_tables((results_dir / "tables" / "rare.md").read_text())
+    study_table, _, verdict_table = _markdown_tables((results_dir / "tables" / "rare.md").read_text())
     values = {_markdown_cells(line)[1]: _markdown_cells(line)[2] for line in study_table[2:]}
     assert values == {"mfh": "too few positives (3 in test)", "flat": "too few positives (3 in test)",
                       "oracle": "too few positives (3 in test) †"}

@@ -10,7 +10,9 @@ Shape letters: G groups (stacked inputs), B rows, D input width, n MLPs per grou
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -90,6 +92,7 @@ class BatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(groups * channels))
         self.register_buffer("running_mean", torch.zeros(groups * channels))
         self.register_buffer("running_var", torch.ones(groups * channels))
+        self.batches_averaged: int | None = None  # set by `precise_statistics`: equal-weight averaging
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups, rows, channels = x.shape
@@ -121,12 +124,32 @@ class BatchNorm(nn.Module):
 
     @torch.no_grad()
     def update_moving_statistics(self, mean: torch.Tensor, inverse_std: torch.Tensor, rows: int) -> None:
-        """moving = decay·moving + (1−decay)·batch, from the batch mean and inverse std of a training pass."""
+        """moving = decay·moving + (1−decay)·batch, from the batch mean and inverse std of a training pass; while
+        `batches_averaged` counts (precise statistics), the k-th batch enters with weight 1/k: an equal average."""
         variance = inverse_std.pow(-2) - self.style.epsilon  # the biased batch variance
         if not self.style.biased_running_variance and rows > 1:
             variance = variance * (rows / (rows - 1))
-        self.running_mean.lerp_(mean, 1.0 - self.style.decay)
-        self.running_var.lerp_(variance, 1.0 - self.style.decay)
+        weight = 1.0 - self.style.decay
+        if self.batches_averaged is not None:
+            self.batches_averaged += 1
+            weight = 1.0 / self.batches_averaged
+        self.running_mean.lerp_(mean, weight)
+        self.running_var.lerp_(variance, weight)
+
+
+@contextlib.contextmanager
+def precise_statistics(model: nn.Module) -> Iterator[int]:
+    """Within the block, every BatchNorm of `model` replaces its moving statistics by the equal-weight average of
+    the batches it then sees in training mode (precise BatchNorm, Wu & Johnson 2021): population statistics of
+    the final weights, not a decayed average over weights that moved. Yields the number of BatchNorm layers."""
+    layers = [module for module in model.modules() if isinstance(module, BatchNorm)]
+    for layer in layers:
+        layer.batches_averaged = 0
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer.batches_averaged = None
 
 
 class StackedLinear(nn.Module):
