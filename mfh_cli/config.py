@@ -141,6 +141,45 @@ def _pop(container: dict, dotted: str, only: tuple = ()) -> None:
         del node[leaf]
 
 
+def recipe_of(cfg: DictConfig) -> str:
+    """Which training recipe (conf/recipe/<name>.yaml) made a run: the name of the recipe whose every value the
+    config holds (the default recipe first), else 'custom (key=value, …)' naming where it departs from the default.
+    Tables and study.json say it, so that every table names the training behind it."""
+    recipes = {path.stem: _flat(OmegaConf.to_container(OmegaConf.load(path)))
+               for path in sorted((CONF_DIR / "recipe").glob("*.yaml"))}
+    default = default_recipe()
+    values = to_container(cfg)
+
+    def value_of(dotted: str) -> object:
+        node = values
+        for key in dotted.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        return node
+
+    for name in sorted(recipes, key=lambda name: name != default):
+        if all(value_of(key) == value for key, value in recipes[name].items()):
+            return name
+    departures = [f"{key}={value_of(key)}" for key, value in recipes[default].items() if value_of(key) != value]
+    return f"custom ({default} but {', '.join(departures)})"
+
+
+def default_recipe() -> str:
+    """The recipe conf/config.yaml composes by default."""
+    defaults = OmegaConf.load(CONF_DIR / "config.yaml").defaults
+    return next(str(entry["recipe"]) for entry in defaults if isinstance(entry, DictConfig) and "recipe" in entry)
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, object]:
+    """{'a.b': value} for every leaf of a nested dict."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def results_dir(option: Path | None = None) -> Path:
     """`--results-dir`, else `MFH_RESULTS_DIR`, else ./results."""
     return Path(option or os.environ.get("MFH_RESULTS_DIR") or "results")

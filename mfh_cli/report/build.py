@@ -208,6 +208,8 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
              f"better / worse / no difference shown where the paper has no value; detectable = the change these "
              f"seeds detect with 80% power at α/cells; seeds needed = for the paper's change (else "
              f"{DEFAULT_EFFECT_PCT:g}%)"]
+    if study.info.get("recipes"):
+        notes.append(recipe_note(study.info["recipes"]))
     if study.info.get("note"):
         notes.append(str(study.info["note"]))
     if study.tuned:
@@ -235,6 +237,15 @@ def table_notes(study: StudyResults, tidy: pd.DataFrame, beside_paper: bool) -> 
         notes.append(f"paper = the value and change printed in the paper's appendix Table {study.paper_table} "
                      f"(arXiv 2110.13365, Tencent data): compare directions, not values")
     return notes
+
+
+def recipe_note(recipes: dict[str, str]) -> str:
+    """Which training recipe made the table (conf/recipe/, docs/statistics.md "Training recipes"): one name for every
+    variant, or one per variant where they differ."""
+    names = set(recipes.values())
+    if len(names) == 1:
+        return f"training recipe: {names.pop()} (every variant; conf/recipe/)"
+    return "training recipe per variant: " + "; ".join(f"{variant} {name}" for variant, name in recipes.items())
 
 
 def sequential_note(state: dict, seeds: int) -> str:

@@ -18,7 +18,7 @@ import pandas as pd
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from mfh_cli.config import compose
+from mfh_cli.config import compose, recipe_of
 from mfh_cli.engine import tracking
 from mfh_cli.engine.run import ensure_writable, is_finished, train
 from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
@@ -229,7 +229,10 @@ def write_study_files(study: Study, runs: list[PlannedRun], directory: Path, res
             rows.extend(metric_rows(run, "oracle", metrics["oracle"]))
     directory.mkdir(parents=True, exist_ok=True)
     write_file(directory / "runs.csv", pd.DataFrame(rows, columns=list(RUNS_COLUMNS)).to_csv(index=False))
-    write_study_json(directory, {**study.describe(runs[0].dataset, seeds), "sequential": sequential})
+    first_runs = {run.variant: run for run in reversed(runs)}  # each variant's first run (its recipe is the seeds')
+    recipes = {variant: recipe_of(first_runs[variant].config()) for variant in study.variants if variant in first_runs}
+    write_study_json(directory, {**study.describe(runs[0].dataset, seeds), "sequential": sequential,
+                                 "recipes": recipes})
 
 
 def write_study_json(directory: Path, info: dict) -> None:
