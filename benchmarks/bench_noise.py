@@ -11,8 +11,11 @@ prints, per compared variant against the study's reference:
   cells, SPEC §4's table verdict), and the pooled change itself with its 95% t interval;
 - the mean test AUC over the AUC cells and the mean MSE over the MSE cells of the reference (does the recipe train
   better?);
-- against the first recipe (today's): the ratio of the spreads, the median over cells of the per-cell ratio, and the
-  seeds-needed factor it implies (the square of the spread ratio).
+- against the first recipe (today's): the ratio of the spreads and the seeds-needed factor it implies (the square of
+  the spread ratio);
+- the noise budget (report/noise.py) where the runs kept their test predictions: the median over cells of the test
+  share (a fresh test set's variance of one seed's difference / the seed-to-seed variance) and of the training's
+  own share (Jordan 2024's distribution-level part / the seed-to-seed variance).
 
 Run: python -m benchmarks.bench_noise [--data synthetic|kuairand] [--study multifaceted] [--seeds 8] [--jobs 2]
 [--recipes today no_batch_norm ...] [--record]
@@ -30,6 +33,8 @@ import pandas as pd
 from scipy import stats
 
 from benchmarks.common import record
+from mfh_cli.report.collect import StudyResults
+from mfh_cli.report.noise import noise_budget
 from mfh_cli.studies.execute import ablate
 from mfh_cli.studies.spec import load_study
 from mfh_cli.tasks import PRIMARY, lower_is_better
@@ -91,6 +96,19 @@ def summarise_recipe(cells: pd.DataFrame, reference: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def budget_medians(runs: pd.DataFrame, reference: str, results: Path) -> pd.DataFrame:
+    """Per compared variant, the median test share and training share of the noise budget over the cells with
+    predictions on both sides (NaN without)."""
+    test = runs[(runs["split"] == "test") & (runs["variant"] != "oracle")]
+    variants = [reference, *[name for name in dict.fromkeys(test["variant"]) if name != reference]]
+    study = StudyResults({"study": "bench", "reference": reference, "variants": variants, "dataset": ""}, test,
+                         results)
+    budget = noise_budget(study, results)
+    if budget.empty:
+        return pd.DataFrame({"variant": variants[1:], "test_share": np.nan, "training_share": np.nan})
+    return budget.groupby("variant", sort=False)[["test_share", "training_share"]].median().reset_index()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="synthetic", choices=["synthetic", "kuairand"])
@@ -116,7 +134,8 @@ def main() -> None:
         runs = run_recipe(arguments.study, arguments.seeds, arguments.jobs, [f"data={arguments.data}", *overrides],
                           arguments.results_dir)
         runs.to_csv(kept / f"{name}.csv", index=False)
-        summaries[name] = summarise_recipe(primary_cells(runs), reference)
+        summaries[name] = summarise_recipe(primary_cells(runs), reference).merge(
+            budget_medians(runs, reference, arguments.results_dir), on="variant", how="left")
         print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
     baseline = next(iter(summaries))
     lines.append(f"`python -m benchmarks.bench_noise --data {arguments.data} --study {arguments.study} --seeds "
@@ -125,8 +144,8 @@ def main() -> None:
                  f"mean sign-aligned change over the cells, + = the variant better):")
     lines.append("")
     lines.append("| recipe | overrides | variant | cell spread | × fewer seeds | pooled spread | pooled change "
-                 f"[95%] | {reference} AUC | {reference} MSE |")
-    lines.append("|---|---|---|---:|---:|---:|---|---:|---:|")
+                 f"[95%] | {reference} AUC | {reference} MSE | test share | training share |")
+    lines.append("|---|---|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for name, summary in summaries.items():
         for row in summary.itertuples(index=False):
             base = summaries[baseline].set_index("variant").loc[row.variant]
@@ -134,9 +153,14 @@ def main() -> None:
             lines.append(f"| {name} | {' '.join(recipes[name]) or '—'} | {row.variant} | {row.cell_spread:.2f}% "
                          f"({ratio:.1f}× lower) | {ratio ** 2:.1f} | {row.pooled_spread:.2f}% | "
                          f"{row.pooled_change:+.2f}% [{row.pooled_low:+.2f}, {row.pooled_high:+.2f}] | "
-                         f"{row.reference_auc:.4f} | {row.reference_mse:.5f} |")
+                         f"{row.reference_auc:.4f} | {row.reference_mse:.5f} | {_share(row.test_share)} | "
+                         f"{_share(row.training_share)} |")
     record(f"Noise: where the seed-to-seed spread comes from ({arguments.data}, {arguments.study}, "
            f"{arguments.seeds} seeds)", lines, quick=not arguments.record)
+
+
+def _share(value: float) -> str:
+    return "—" if value != value else f"{value:.0%}"
 
 
 if __name__ == "__main__":

@@ -203,8 +203,15 @@ def train_command(overrides: Overrides = None, data_dir: DataDir = None, results
     typer.echo(f"run directory: {result.run_dir} ({state})")
 
 
-Seeds = Annotated[Optional[int], typer.Option("--seeds", min=1, metavar="N", help="Seeds per variant (default: "
-                                                                              "the study's own).")]
+Seeds = Annotated[Optional[str], typer.Option("--seeds", metavar="N|A-B|A,B,…", help="Seeds per variant: a count "
+                                              "(5: seeds 0-4), a range (100-104) or a list (0,3,7); default: the "
+                                              "study's own count.")]
+
+
+def _seeds(text: str | None) -> list[int] | None:
+    from mfh_cli.studies.plan import parse_seeds
+
+    return None if text is None else parse_seeds(text)
 Jobs = Annotated[int, typer.Option("--jobs", "-j", min=1, metavar="N", help="Runs trained at once, one thread each "
                                                                         "(default: one per core).")]
 
@@ -270,9 +277,9 @@ def ablate_command(study: Annotated[str, typer.Option("--study", "-s", metavar="
             plan_budget(study, budget, max_seeds, cells, jobs, overrides or [], results_dir, console, decide, tuned)
         else:
             run_until_decided(study, budget, max_seeds, cells, jobs, overrides or [], data_dir, results_dir, quiet,
-                              console, decide, tuned)
+                              console, decide, tuned, _seeds(seeds))
         return
-    outcomes = ablate(_studies(study), seeds=seeds, jobs=jobs, overrides=overrides or [], data_dir=data_dir,
+    outcomes = ablate(_studies(study), seeds=_seeds(seeds), jobs=jobs, overrides=overrides or [], data_dir=data_dir,
                       results_dir=results_dir, quiet=quiet, tuned=tuned)
     for outcome in outcomes:
         run_report(results_dir, study=outcome.study.name, dataset=outcome.dataset, fmt="table", paper=True)
@@ -355,7 +362,7 @@ def reproduce_command(overrides: Overrides = None, seeds: Seeds = None, jobs: Jo
     from mfh_cli.reproduce import reproduce
 
     data_dir, results_dir = _paths(data_dir, results_dir)
-    reproduce(overrides or [], seeds=seeds, jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet,
+    reproduce(overrides or [], seeds=_seeds(seeds), jobs=jobs, data_dir=data_dir, results_dir=results_dir, quiet=quiet,
               extra_studies=with_studies or [], tuned=tuned)
 
 

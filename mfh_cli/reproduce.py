@@ -18,13 +18,13 @@ from mfh_cli.studies.plan import PlannedRun
 from mfh_cli.studies.spec import study_names
 
 
-def reproduce(overrides: Sequence[str] = (), seeds: int | None = None, jobs: int = 1, data_dir: Path | None = None,
-              results_dir: Path = Path("results"), quiet: bool = False, console: Console | None = None,
-              extra_studies: Sequence[str] = (), tuned: bool = False) -> float:
+def reproduce(overrides: Sequence[str] = (), seeds: int | Sequence[int] | None = None, jobs: int = 1,
+              data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
+              console: Console | None = None, extra_studies: Sequence[str] = (), tuned: bool = False) -> float:
     """Run the main job's studies (and `extra_studies`), print their tables, then the control lines, each table's
     pooled verdict, the per-cell verdict lines, the figure paths and the agreement with the paper; returns wall
-    seconds. `tuned`: with `mfh tune`'s best
-    overrides per variant."""
+    seconds. `seeds` as for `ablate` (None: each study's own); `tuned`: with `mfh tune`'s best overrides per
+    variant."""
     console = console or Console(width=max(Console().width, 140))
     started = time.perf_counter()
     names = study_names(main_job=True) + [name for name in extra_studies if name not in study_names(main_job=True)]

@@ -29,7 +29,7 @@ from mfh_cli.report.pooled import ALL_CELLS, pooled_verdicts
 from mfh_cli.report.sequential import BOUNDARY, chance_decided
 from mfh_cli.report.verdicts import ALPHA, DECIDED, NOT_COMPUTED
 from mfh_cli.studies.execute import ablate, write_study_json
-from mfh_cli.studies.plan import plan
+from mfh_cli.studies.plan import plan, refuse_seed_overrides
 from mfh_cli.studies.spec import load_study
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,11 +60,20 @@ DECIDE = ("cells", "table")  # --decide: every selected cell, or each variant's 
 
 def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | None, jobs: int,
                   overrides: Sequence[str], data_dir: Path | None, results_dir: Path, quiet: bool,
-                  console: Console, decide: str = "cells", tuned: bool = False) -> SequentialOutcome:
+                  console: Console, decide: str = "cells", tuned: bool = False,
+                  first_seeds: Sequence[int] | None = None) -> SequentialOutcome:
     """Run rounds of seeds until the selected cells (`decide="table"`: each variant's pooled verdict over the table's
     cells, report/pooled.py) are decided, `budget` (over every invocation) or `max_seeds` runs out; print one line
-    per round and the study's report at the end. `tuned`: every variant with `mfh tune`'s best overrides."""
+    per round and the study's report at the end. `tuned`: every variant with `mfh tune`'s best overrides. The seeds
+    come in the order `first_seeds` (`--seeds 100-104`; default none), then on from the last of them (or from 0)."""
     _check_decide(decide, cells)
+    refuse_seed_overrides(overrides, "mfh ablate --until-decided")
+    order = list(first_seeds or [])
+
+    def seeds_of(rounds: int) -> list[int]:
+        """The first `rounds` seeds of the order: the given ones, then the next after the last."""
+        start = max(order) + 1 if order else 0
+        return (order + list(range(start, start + rounds)))[:rounds]
     budget_seconds = parse_duration(budget)
     study, dataset = _one_study(study_name, overrides)
     directory = results_dir / "studies" / study.name / dataset
@@ -86,14 +95,16 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
                 stopped = "budget"
             else:
                 started = time.perf_counter()
-                ablate([study.name], seeds=seeds + 1, jobs=jobs, overrides=overrides, data_dir=data_dir,
-                       results_dir=results_dir, quiet=quiet, sequential={**state, "seeds": seeds + 1}, tuned=tuned)
+                ablate([study.name], seeds=seeds_of(seeds + 1), jobs=jobs, overrides=overrides, data_dir=data_dir,
+                       results_dir=results_dir, quiet=quiet, tuned=tuned,
+                       sequential={**state, "seeds": seeds + 1, "seed_list": seeds_of(seeds + 1)})
                 elapsed = time.perf_counter() - started
                 seeds += 1
                 spent += elapsed
                 if seeds > finished_rounds:  # a round that trained (a replayed one only re-read finished runs)
                     round_seconds.append(round(elapsed, 1))
-                state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds)
+                state.update(spent_seconds=round(spent, 1), round_seconds=round_seconds, seeds=seeds,
+                             seed_list=seeds_of(seeds))
                 found, judged = judge(results_dir, study.name, dataset)
                 verdicts = judged_units(found, judged, decide, cells)
                 selected, decided = len(verdicts), int(verdicts["verdict"].isin(DECIDED).sum())
@@ -110,7 +121,7 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
                                               "command to resume") from None
     state["stopped"] = stopped
     if seeds:
-        _save_state(directory, {**state, "seeds": seeds})
+        _save_state(directory, {**state, "seeds": seeds, "seed_list": seeds_of(seeds)})
         run_report(results_dir, study=study.name, dataset=dataset, fmt="table", paper=True, console=console)
     console.print(f"sequential: stopped ({stopped}) after {seeds} seeds per variant: {decided} of {selected} "
                   f"selected {what} decided; {spent / 60:.1f} of {budget_seconds / 60:.1f} min spent "

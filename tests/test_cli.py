@@ -249,3 +249,30 @@ def test_ablate_three_facets_reports_every_group_by_scenario_cell_with_the_oracl
         assert sorted(set(rows["group"])) == sorted(cells), variant  # every variant scored on every cell
     report = run_mfh("report", "--study", "three_facets", "--format", "markdown", check=True).stdout
     assert "| high_s2 | mfh_two_facets |" in report and "| new_s0 | oracle |" in report
+
+
+@pytest.mark.slow  # three tiny sweeps of Table 2 (~15 s)
+def test_seeds_a_user_chooses_a_count_a_range_or_a_list(run_mfh, tmp_path: Path):
+    runs_csv = tmp_path / "results" / "studies" / "hierarchical" / "synthetic" / "runs.csv"
+    for given, expected in (("2", {0, 1}), ("100-102", {100, 101, 102}), ("0,3,7", {0, 3, 7})):
+        run_mfh("ablate", "--study", "hierarchical", "--seeds", given, "--quiet", "--jobs", "1", *TINY, check=True)
+        runs = pd.read_csv(runs_csv)
+        assert set(runs["seed"]) == expected, given
+        trained = {json.loads(path.read_text())["seed"] for path in (tmp_path / "results" / "runs").glob(
+            "*/metrics.json")}
+        assert expected <= trained  # the seeds trained are the seeds asked for, not 0 … n−1
+    for bad in ("0", "3-1", "1,1", "a"):
+        refused = run_mfh("ablate", "--study", "hierarchical", "--seeds", bad, *TINY)
+        assert refused.returncode == 2 and f"--seeds '{bad}': give a count (5)" in refused.stderr
+
+
+def test_a_seed_override_to_a_study_is_refused_not_dropped(run_mfh, tmp_path: Path):
+    for command in (("ablate", "--study", "hierarchical", "--seeds", "2"), ("reproduce",)):
+        refused = run_mfh(*command, "seed=7", *TINY)
+        assert refused.returncode == 2, refused.stderr
+        line, = refused.stderr.strip().splitlines()
+        assert "'seed=7' is not accepted" in line and "--seeds" in line and "seed_offsets" in line
+    assert not (tmp_path / "results" / "runs").exists()
+    # The controls' reseeded variant trains seed s + 1000: a seed list reaching it would pair a run with itself.
+    clash = run_mfh("ablate", "--study", "controls", "--seeds", "0,1000", *TINY)
+    assert clash.returncode == 2 and "would be the same run" in clash.stderr and "seed_offsets" in clash.stderr

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from mfh_cli.config import CONF_DIR, compose, config_hash, resolved_threads
+from mfh_cli.config import CONF_DIR, compose, config_hash, recipe_of, resolved_threads
 from mfh_cli.errors import ConfigError
 
-GROUPS = ["data", "tasks", "model", "size", "trainer"]
+GROUPS = ["data", "tasks", "model", "size", "trainer", "recipe"]
 
 
 @pytest.mark.parametrize("group, option", [(group, path.stem) for group in GROUPS
                                            for path in sorted((CONF_DIR / group).glob("*.yaml"))])
 def test_every_config_file_composes(group: str, option: str):
     cfg = compose([f"{group}={option}"])
+    if group == "recipe":  # a recipe sets keys of other groups (@package _global_): it is named by its values
+        assert recipe_of(cfg) == option
+        return
     assert cfg[group] is not None
     if group == "model":
         assert cfg.model.name == option

@@ -55,6 +55,14 @@ def test_stops_at_max_seeds_then_resumes_without_retraining_and_the_report_says_
     assert json.loads((study_dir(tmp_path) / "study.json").read_text()).get("sequential") is None
 
 
+def test_rounds_go_on_from_the_last_seed_given(run_mfh, tmp_path):
+    result = run_mfh(*STUDY, "--seeds", "100-101", "--max-seeds", "3", "--budget", "30m", *TINY, check=True)
+    assert "stopped (max seeds) after 3 seeds" in result.stdout
+    runs = pd.read_csv(study_dir(tmp_path) / "runs.csv")
+    assert set(runs["seed"]) == {100, 101, 102}
+    assert json.loads((study_dir(tmp_path) / "study.json").read_text())["sequential"]["seed_list"] == [100, 101, 102]
+
+
 def test_budget_stops_it_after_a_round(run_mfh, tmp_path):
     result = run_mfh(*STUDY, "--max-seeds", "10", "--budget", "1s", *TINY, check=True)
     assert "sequential: stopped (budget) after 1 seeds per variant" in result.stdout

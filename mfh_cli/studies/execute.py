@@ -24,7 +24,7 @@ from mfh_cli.engine.run import ensure_writable, is_finished, train
 from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
 from mfh_cli.files import write_text_atomically
 from mfh_cli.studies.launch import is_launcher_override, launch
-from mfh_cli.studies.plan import PlannedRun, plan
+from mfh_cli.studies.plan import PlannedRun, plan, refuse_seed_overrides
 from mfh_cli.studies.spec import Study, load_study
 from mfh_cli.tasks import RUNS_COLUMNS, kind_of, metrics_of
 
@@ -39,23 +39,28 @@ class StudyOutcome:
     runs: list[PlannedRun]
 
 
-def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overrides: Sequence[str] = (),
-           data_dir: Path | None = None, results_dir: Path = Path("results"), quiet: bool = False,
-           force: bool = False, sequential: dict | None = None, tuned: bool = False) -> list[StudyOutcome]:
+def ablate(names: Sequence[str], seeds: int | Sequence[int] | None = None, jobs: int = 1,
+           overrides: Sequence[str] = (), data_dir: Path | None = None, results_dir: Path = Path("results"),
+           quiet: bool = False, force: bool = False, sequential: dict | None = None,
+           tuned: bool = False) -> list[StudyOutcome]:
     """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv.
     `sequential` (from `mfh ablate --until-decided`) says how the seeds were chosen; study.json records it.
     `tuned`: every variant trains with `mfh tune`'s best overrides (studies/tune.py), recorded in study.json too.
+
+    `seeds`: a count (seeds 0 … n−1), the seeds themselves (`mfh ablate --seeds 100-104`), or None (each study's
+    own count); a `seed=` override is refused, never dropped.
 
     SIGINT / SIGTERM (`Interrupted`) stops the sweep within one run's time, keeps the finished runs and re-raises
     saying how many of the sweep's runs are done."""
     launcher = [item for item in overrides if is_launcher_override(item)]
     overrides = [item for item in overrides if not is_launcher_override(item)]
+    refuse_seed_overrides(overrides, "mfh ablate")
     studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
     if tuned:
         from mfh_cli.studies.tune import apply_tuning
 
         studies = apply_tuning(studies, overrides, results_dir)
-    planned = {study.name: plan(study, list(range(seeds or study.seeds)), overrides) for study in studies}
+    planned = {study.name: plan(study, seed_list(seeds, study.seeds), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
     ensure_writable(results_dir)  # after planning (a bad config writes nothing), before any training
     pending = [run for run in unique.values() if force or not run_finished(results_dir, run.run_id)]
@@ -69,8 +74,8 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
             waiting = {run.run_id for run in pending}
             for study in studies:
                 mine = [run for run in planned[study.name] if run.run_id in waiting]
-                launch(study.name, planned[study.name], mine, seeds or study.seeds, overrides, launcher, data_dir,
-                       results_dir, tuned)
+                launch(study.name, planned[study.name], mine, seed_list(seeds, study.seeds), overrides, launcher,
+                       data_dir, results_dir, tuned)
                 waiting -= {run.run_id for run in mine}
         else:
             failures = execute(pending, jobs, data_dir, results_dir, quiet, force)
@@ -88,6 +93,13 @@ def ablate(names: Sequence[str], seeds: int | None = None, jobs: int = 1, overri
         write_study_files(study, runs, directory, results_dir, sorted({run.seed for run in runs}), sequential)
         outcomes.append(StudyOutcome(study, runs[0].dataset, directory, runs))
     return outcomes
+
+
+def seed_list(seeds: int | Sequence[int] | None, default: int) -> list[int]:
+    """The seeds a study trains: `seeds` itself when a list, 0 … seeds−1 for a count, 0 … default−1 for None."""
+    if seeds is None:
+        return list(range(default))
+    return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
 def runnable_studies(studies: list[Study], overrides: Sequence[str]) -> list[Study]:

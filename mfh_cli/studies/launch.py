@@ -40,7 +40,7 @@ class LaunchJob:
 
     study: str = MISSING
     index: int = MISSING
-    seeds: int = 3
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the sweep's seeds (mfh ablate --seeds)
     overrides: list[str] = field(default_factory=list)
     results_dir: str = "results"
     data_dir: str | None = None
@@ -61,7 +61,7 @@ def job(cfg: DictConfig) -> None:
         from mfh_cli.studies.tune import apply_tuning
 
         study, = apply_tuning([study], list(cfg.overrides), Path(cfg.results_dir))
-    run = plan(study, list(range(cfg.seeds)), list(cfg.overrides))[cfg.index]
+    run = plan(study, [int(seed) for seed in cfg.seeds], list(cfg.overrides))[cfg.index]
     # run.overrides hold the sweep's thread count (studies/plan.py), so the run id is the one planned.
     command = [sys.executable, "-m", "mfh_cli", "train", *run.overrides, "--quiet", "--results-dir",
                cfg.results_dir]
@@ -101,15 +101,16 @@ def launcher_overrides(launcher: Sequence[str]) -> list[str]:
     return overrides
 
 
-def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds: int, overrides: Sequence[str],
-           launcher: Sequence[str], data_dir: Path | None, results_dir: Path, tuned: bool = False) -> None:
+def launch(study: str, runs: list[PlannedRun], pending: list[PlannedRun], seeds: Sequence[int],
+           overrides: Sequence[str], launcher: Sequence[str], data_dir: Path | None, results_dir: Path,
+           tuned: bool = False) -> None:
     """Dispatch `pending` runs of one study through the Hydra launcher named in `launcher` overrides."""
     if not pending:
         return
     indices = ",".join(str(runs.index(run)) for run in pending)
     quoted = ",".join('"' + item.replace('"', '\\"') + '"' for item in overrides)
     command = [sys.executable, "-m", "mfh_cli.studies.launch", "--multirun", *launcher_overrides(launcher),
-               f"study={study}", f"seeds={seeds}", f"overrides=[{quoted}]", f"index={indices}",
+               f"study={study}", f"seeds=[{','.join(map(str, seeds))}]", f"overrides=[{quoted}]", f"index={indices}",
                f"results_dir={results_dir.resolve()}", f"tuned={str(tuned).lower()}",
                f"hydra.sweep.dir={(results_dir / 'hydra' / study).resolve()}"]
     if data_dir is not None:

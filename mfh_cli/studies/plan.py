@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ from omegaconf import DictConfig
 
 from mfh_cli.config import compose, config_hash, resolved_threads
 from mfh_cli.engine.placement import resolve_placement
+from mfh_cli.errors import ConfigError
 from mfh_cli.studies.spec import Study
 
 
@@ -49,6 +51,39 @@ def run_overrides(study: Study, variant: str, grid: str, seed: int, user: Sequen
             f"seed={seed + study.seed_offsets.get(variant, 0)}"]
 
 
+def parse_seeds(text: str) -> list[int]:
+    """`--seeds`: a count (`5`: seeds 0-4), a range (`100-104`) or a list (`0,3,7`); a ConfigError line otherwise."""
+    text = text.strip()
+    try:
+        if re.fullmatch(r"\d+", text):
+            count = int(text)
+            if count < 1:
+                raise ValueError
+            return list(range(count))
+        match = re.fullmatch(r"(\d+)-(\d+)", text)
+        if match:
+            first, last = int(match[1]), int(match[2])
+            if last < first:
+                raise ValueError
+            return list(range(first, last + 1))
+        seeds = [int(item) for item in text.split(",")]
+    except ValueError:
+        seeds = []
+    if len(seeds) < 1 or len(set(seeds)) != len(seeds) or any(seed < 0 for seed in seeds):
+        raise ConfigError(f"--seeds '{text}': give a count (5), a range (100-104) or a list of distinct seeds "
+                          f"(0,3,7)")
+    return seeds
+
+
+def refuse_seed_overrides(overrides: Sequence[str], where: str) -> None:
+    """A `seed=` override would be dropped by a study (every run's seed is the study's): refused in one line."""
+    for item in overrides:
+        if item.lstrip("+~").split("=", 1)[0] == "seed":
+            raise ConfigError(f"{where}: '{item}' is not accepted: a study trains its own seeds; choose them with "
+                              f"--seeds (a count, a range 100-104 or a list 0,3,7), or give a variant an independent "
+                              f"stream with the study key seed_offsets")
+
+
 def study_dataset(study: Study, user: Sequence[str]) -> str:
     """The dataset the study's runs read, for its per-dataset overrides (`data_overrides`); "" when it has none."""
     return str(compose([*study.overrides, *user]).data.name) if study.data_overrides else ""
@@ -67,4 +102,17 @@ def plan(study: Study, seeds: Sequence[int], user: Sequence[str] = ()) -> list[P
                 runs.append(PlannedRun(study.name, variant, grid, seed, overrides, config_hash(cfg),
                                        str(cfg.data.name), resolved_threads(cfg.trainer.threads),
                                        str(cfg.trainer.precision)))
+    _refuse_coinciding_runs(study, runs)
     return runs
+
+
+def _refuse_coinciding_runs(study: Study, runs: list[PlannedRun]) -> None:
+    """Two planned runs of one study that are the same run (a variant's offset seed meeting another variant's seed,
+    as the controls' seeds + 1000 would with seeds up to 1000) would pair a run with itself: refused."""
+    seen: dict[str, PlannedRun] = {}
+    for run in runs:
+        other = seen.setdefault(run.run_id, run)
+        if other is not run:
+            raise ConfigError(f"study {study.name}: {run.variant} seed {run.seed} and {other.variant} seed "
+                              f"{other.seed} would be the same run ({run.run_id}: the study's seed_offsets meet "
+                              f"its seeds); choose seeds that stay apart from the offset ones")

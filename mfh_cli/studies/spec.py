@@ -83,6 +83,11 @@ def load_expanded(name: str) -> Study:
     return load_study(name)  # raises the unknown-study error
 
 
+# The keys a study file may hold (Study's fields as conf/study/*.yaml spells them).
+STUDY_KEYS = {"name", "title", "tasks", "variants", "reference", "seeds", "paper_table", "overrides", "data_overrides",
+              "focus", "note", "seed_offsets", "expected", "settings", "figure", "in_main_job", "only_on", "tune"}
+
+
 def load_study(name: str) -> Study:
     """Read and check conf/study/<name>.yaml."""
     path = CONF_DIR / "study" / f"{name}.yaml"
@@ -92,6 +97,9 @@ def load_study(name: str) -> Study:
         raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     except OmegaConfBaseException as error:
         raise ConfigError(f"{path}: {error}") from None
+    unknown = sorted(set(raw) - STUDY_KEYS) if isinstance(raw, dict) else []
+    if unknown:  # a typo (`in_main_jobs: false`) would otherwise be ignored, and the study join the main job
+        raise ConfigError(f"{path}: unknown key '{unknown[0]}' (a study file takes {', '.join(sorted(STUDY_KEYS))})")
     try:
         tasks = raw["tasks"] if isinstance(raw["tasks"], list) else [raw["tasks"]]
         study = Study(name=raw.get("name", name), title=raw["title"], tasks=tasks,
@@ -109,6 +117,10 @@ def load_study(name: str) -> Study:
         raise ConfigError(f"{path}: missing or malformed key {error}") from None
     if study.reference not in study.variants:
         raise ConfigError(f"{path}: reference '{study.reference}' is not one of the variants")
+    for variant, overrides in [("overrides", study.overrides), *study.variants.items()]:
+        if any(item.lstrip("+~").split("=", 1)[0] == "seed" for item in overrides):
+            raise ConfigError(f"{path}: {variant}: a seed= override is not accepted: a study trains its own seeds "
+                              f"(mfh ablate --seeds); give a variant an independent stream with seed_offsets")
     strangers = sorted((set(study.seed_offsets) | set(study.expected)) - set(study.variants))
     if strangers:
         raise ConfigError(f"{path}: seed_offsets / expected name unknown variant(s) {', '.join(strangers)}")

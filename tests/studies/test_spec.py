@@ -48,6 +48,28 @@ def test_expected_and_offsets_must_name_variants(tmp_path: Path, monkeypatch):
         load_study("broken")
 
 
+def test_a_typo_in_a_study_file_is_an_error_not_a_study_that_joins_the_main_job(tmp_path: Path, monkeypatch):
+    from mfh_cli.studies import spec
+
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "typo.yaml").write_text(
+        "title: t\ntasks: play\nreference: a\nvariants: {a: [model=mfh], b: [model=flat]}\nin_main_jobs: false\n")
+    monkeypatch.setattr(spec, "CONF_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown key 'in_main_jobs' \(a study file takes "):
+        load_study("typo")
+
+
+def test_a_seed_in_a_study_variant_is_refused_naming_seeds_and_seed_offsets(tmp_path: Path, monkeypatch):
+    from mfh_cli.studies import spec
+
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "seeded.yaml").write_text(
+        "title: t\ntasks: play\nreference: a\nvariants: {a: [model=mfh], b: [model=flat, seed=5]}\n")
+    monkeypatch.setattr(spec, "CONF_DIR", tmp_path)
+    with pytest.raises(ConfigError, match=r"seeded.yaml: b: a seed= override is not accepted.*--seeds.*seed_offsets"):
+        load_study("seeded")
+
+
 def test_sweep_expands_into_one_study_per_setting():
     mechanism = load_study("mechanism")
     expanded = mechanism.expand()
