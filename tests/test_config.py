@@ -37,6 +37,7 @@ def test_run_id_ignores_progress_but_not_results_keys():
 
 # Run ids of configs as main composed them on 2026-12-07 (commit ff20a99), at one thread: a change that leaves what
 # a run computes alone must leave these alone (keys added since, at their legacy value: config.LEGACY_VALUES).
+# The training recipe then was the one named `authors` now.
 PINNED_RUN_IDS = [
     ([], "7d209f856071"),
     (["model=hmtl"], "72673cc8f133"),
@@ -51,7 +52,16 @@ PINNED_RUN_IDS = [
 
 @pytest.mark.parametrize("overrides, run_id", PINNED_RUN_IDS)
 def test_run_ids_made_before_are_found_again(overrides: list[str], run_id: str):
-    assert config_hash(compose([*overrides, "trainer.threads=1"])) == run_id
+    assert config_hash(compose(["recipe=authors", *overrides, "trainer.threads=1"])) == run_id
+
+
+def test_the_default_recipe_is_low_noise_and_names_new_runs():
+    """docs/results/recipes.md: no BatchNorm and weight averaging, adopted on its measured spread and error."""
+    default = compose(["trainer.threads=1"])
+    assert recipe_of(default) == "low_noise"
+    assert default.model.dense.batch_norm == "none" and default.trainer.ema_decay == 0.998
+    assert config_hash(default) != "7d209f856071"
+    assert recipe_of(compose(["model.dense.batch_norm=authors"])) == "custom (low_noise but model.dense.batch_norm=authors)"
 
 
 def test_dropping_duplicate_impressions_names_new_runs():

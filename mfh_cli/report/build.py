@@ -19,7 +19,7 @@ from mfh_cli.report.figures import (figure_pair, mechanism_figure, mechanism_ser
 from mfh_cli.files import write_text_atomically
 from mfh_cli.report.paper import agreement_line, attach_paper
 from mfh_cli.report.noise import noise_budget, noise_line
-from mfh_cli.report.pooled import pooled_csv_rows, pooled_line, pooled_verdicts
+from mfh_cli.report.pooled import ALL_CELLS, pooled_csv_rows, pooled_line, pooled_verdicts
 from mfh_cli.report.render import (ORACLE_BELOW_MARK, pooled_rich_table, study_latex, study_markdown,
                                    study_rich_tables, verdict_rich_table)
 from mfh_cli.report.verdicts import ALPHA, DEFAULT_EFFECT_PCT, counted_cells, verdict_line
@@ -35,6 +35,8 @@ class ReportSummary:
     control the study expects, and the files written."""
 
     pooled: list[str] = field(default_factory=list)
+    # (title, pooled verdicts over all cells) of each table compared with the paper: what the main job decided
+    decisions: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
     verdicts: list[str] = field(default_factory=list)
     agreement: list[str] = field(default_factory=list)
     controls: list[str] = field(default_factory=list)
@@ -82,6 +84,8 @@ def run_report(results_dir: Path, study: str | None = None, dataset: str | None 
         pooled = pooled_verdicts(found, tidy)
         pooled_lines = [pooled_line(pooled, title, scope) for scope in dict.fromkeys(pooled["scope"])]
         summary.pooled += pooled_lines[:1]
+        if not pooled.empty and beside_paper:
+            summary.decisions.append((title, pooled[pooled["scope"] == ALL_CELLS]))
         verdicts = verdict_line(tidy, title)
         summary.verdicts.append(verdicts)
         controls = control_lines(found, tidy)
