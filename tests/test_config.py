@@ -61,7 +61,8 @@ def test_the_default_recipe_is_low_noise_and_names_new_runs():
     assert recipe_of(default) == "low_noise"
     assert default.model.dense.batch_norm == "none" and default.trainer.ema_decay == 0.998
     assert config_hash(default) != "7d209f856071"
-    assert recipe_of(compose(["model.dense.batch_norm=authors"])) == "custom (low_noise but model.dense.batch_norm=authors)"
+    mixed = compose(["model.dense.batch_norm=authors"])
+    assert recipe_of(mixed) == "custom (low_noise but model.dense.batch_norm=authors)"
 
 
 def test_dropping_duplicate_impressions_names_new_runs():

@@ -269,9 +269,9 @@ def test_weight_averaging_leaves_the_training_alone_and_keeps_the_average(simula
 
 
 def test_precise_batch_norm_recomputes_the_statistics_as_the_average_of_batches_and_nothing_else(simulated):
-    plain = recipe_trainer(simulated, "trainer.kernels=eager", "trainer.selection=last")
+    plain = recipe_trainer(simulated, "recipe=authors", "trainer.kernels=eager", "trainer.selection=last")
     plain.fit()
-    precise = recipe_trainer(simulated, "trainer.kernels=eager", "trainer.selection=last",
+    precise = recipe_trainer(simulated, "recipe=authors", "trainer.kernels=eager", "trainer.selection=last",
                              "trainer.precise_bn_batches=4")
     precise.fit()
     assert torch.equal(plain.flat_parameters.values, precise.flat_parameters.values)  # the weights: untouched

@@ -139,6 +139,17 @@ def test_bf16_trains_only_where_this_cpu_has_it_natively(run_mfh, tmp_path: Path
         assert metrics["precision"] == "bf16" and metrics["hardware"]["native_bf16"] == native
 
 
+def test_a_training_loss_gone_non_finite_fails_naming_step_and_task_and_writes_nothing(run_mfh, tmp_path: Path):
+    # Adam at lr 1e6 without BatchNorm (the default recipe): the first step's outputs overflow.
+    result = run_mfh("train", "trainer=smoke", "data.rows=2000", "trainer.lr=1e6", "--quiet")
+    assert result.returncode == 1, result.stdout
+    line, = result.stderr.strip().splitlines()
+    assert re.fullmatch(r"error: non-finite training loss at step \d+ \(epoch \d+, task (cmpl|finish|skip)_"
+                        r"(new|low|high)\): lower trainer.lr or check the labels; no run directory was written",
+                        line), line
+    assert run_directories(tmp_path / "results" / "runs") == []
+
+
 def run_directories(runs: Path) -> list[str]:
     """The run directories under `runs` (not its .partial / .locks bookkeeping)."""
     return sorted(p.name for p in runs.iterdir() if not p.name.startswith(".")) if runs.exists() else []
@@ -150,8 +161,9 @@ def strict_json(path: Path) -> dict:
 
 
 def test_diverged_run_fails_naming_split_and_task_and_writes_nothing(run_mfh, tmp_path: Path):
-    # Adam at lr 1e6: the training loss stays finite but the validation loss overflows to inf.
-    result = run_mfh("train", "trainer=smoke", "data.rows=2000", "trainer.lr=1e6", "--quiet")
+    # Adam at lr 1e6 under the authors' BatchNorm: the training loss stays finite but the validation loss
+    # overflows to inf.
+    result = run_mfh("train", "trainer=smoke", "data.rows=2000", "trainer.lr=1e6", "recipe=authors", "--quiet")
     assert result.returncode == 1, result.stdout
     line, = result.stderr.strip().splitlines()
     assert re.fullmatch(r"error: validation loss is (inf|nan) after step \d+ \(validation split, task "

@@ -15,6 +15,7 @@ from mfh_cli.config import compose, config_hash
 from mfh_cli.engine.placement import resolve_placement
 from mfh_cli.engine.run import RUN_FILES, RunResult, train
 from mfh_cli.errors import ConfigError, RunError
+from mfh_cli.predictions import PREDICTIONS_FILE
 from mfh_cli.studies.execute import ablate
 
 # Two epochs: two validation-loss points; trainer=smoke records history every 5 steps.
@@ -97,7 +98,8 @@ def test_mlflow_reads_back_the_run_as_its_directory_holds_it(tracked_run: Tracke
     assert [value for _, value in logged] == pytest.approx(list(curve.loss), rel=1e-12)
     artifacts = Path(run.info.artifact_uri.removeprefix("file://"))
     assert artifacts.is_relative_to(tracked_run.results / "mlflow")
-    assert sorted(item.path for item in client.list_artifacts(run.info.run_id)) == sorted(RUN_FILES)
+    logged = sorted(item.path for item in client.list_artifacts(run.info.run_id))
+    assert logged == sorted([*RUN_FILES, PREDICTIONS_FILE])
     assert (artifacts / "metrics.json").read_text() == (run_dir / "metrics.json").read_text()
 
 

@@ -11,8 +11,9 @@ from mfh_cli.models import build_model
 from mfh_cli.models.describe import summary
 from tests.models.model_helpers import TINY, config
 
-# TINY at input width 10, BatchNorm on (2 parameters per unit), 3 behaviours × 3 groups. Linear(i → o) has
-# i·o + o parameters.
+# TINY at input width 10, BatchNorm on (the authors' recipe: 2 parameters per unit), 3 behaviours × 3 groups.
+# Linear(i → o) has i·o + o parameters.
+BN_TINY = [*TINY, "recipe=authors"]
 LEVEL0 = 10 * 8 + 8 + 2 * 8                                           # 104
 LEVEL1_EXPERTS = 8 * (8 * 6 + 6) + 2 * 8 * 6 + 8 * (6 * 4 + 4) + 2 * 8 * 4  # 8 experts per layer: 528 + 288
 LEVEL1_GATES = 3 * (8 * 4 + 4) + (8 * 8 + 8) + 3 * (6 * 4 + 4)     # branch gates, shared gate, layer-2 gates
@@ -41,13 +42,19 @@ def expected_mfh_components() -> dict[str, int]:
 
 
 def test_mfh_component_counts_match_the_layer_sizes(schema):
-    values = summary(build_model(config("model=mfh", *TINY), schema, input_dim=10))
+    values = summary(build_model(config("model=mfh", *BN_TINY), schema, input_dim=10))
     assert values["components"] == expected_mfh_components()
     assert values["parameters"] == {"embeddings": 0, "network": MFH_NETWORK, "total": MFH_NETWORK}
 
 
+def test_the_default_recipe_has_no_batch_norm_parameters(schema):
+    values = summary(build_model(config("model=mfh", *TINY), schema, input_dim=10))
+    assert values["components"]["level0"] == LEVEL0 - 2 * 8
+    assert values["components"]["towers[new]"] == TOWER_NEW - 3 * 2 * 3
+
+
 def test_biasnet_counts_its_shared_towers_and_bias_tower(schema):
-    values = summary(build_model(config("model=biasnet", *TINY), schema, input_dim=10))
+    values = summary(build_model(config("model=biasnet", *BN_TINY), schema, input_dim=10))
     bias_tower = (3 * 4 + 4) + 2 * 4 + (4 * 3 + 3)  # one-hot of 3 groups → 4 → one logit per behaviour
     assert values["components"] == {"level0": LEVEL0, "tree[behaviour].level1": LEVEL1_EXPERTS + LEVEL1_GATES,
                                     "tree[behaviour].level1.experts": LEVEL1_EXPERTS,
@@ -62,7 +69,7 @@ def test_embeddings_are_counted_apart_from_the_network(schema):
 
 
 def test_cli_json_reports_the_hand_counted_totals(run_mfh):
-    result = run_mfh("model", "describe", "--input-dim", "10", "--format", "json", "model=mfh", *TINY, check=True)
+    result = run_mfh("model", "describe", "--input-dim", "10", "--format", "json", "model=mfh", *BN_TINY, check=True)
     values = json.loads(result.stdout)
     assert values["model"] == "mfh"
     assert values["components"] == expected_mfh_components()
@@ -70,7 +77,7 @@ def test_cli_json_reports_the_hand_counted_totals(run_mfh):
 
 
 def test_cli_table_shows_the_tree_with_counts(run_mfh):
-    result = run_mfh("model", "describe", "--input-dim", "10", "model=mfh", *TINY, check=True)
+    result = run_mfh("model", "describe", "--input-dim", "10", "model=mfh", *BN_TINY, check=True)
     assert f"level2[cmpl]: {LEVEL2_EXPERTS + LEVEL2_GATES:,}" in result.stdout
     assert f"level1: {LEVEL1_EXPERTS + LEVEL1_GATES:,}" in result.stdout
     assert f"high: {TOWER_HIGH:,}" in result.stdout and "tree group/behaviour" in result.stdout

@@ -77,8 +77,9 @@ def steps(cfg, dataset, count: int):
 
 def test_uncertainty_weights_train_and_the_larger_loss_gets_the_smaller_weight(dataset):
     # Scale one cell's loss up tenfold through its task weight: the optimum exp(−s) = 1 / (c·L) falls, so the
-    # learned weight of finish_high must fall below that of finish_low; both start at 1 (s = 0).
-    cfg = compose([*OVERRIDES, "trainer.weighting=uncertainty", "trainer.lr=0.01",
+    # learned weight of finish_high must fall below that of finish_low; both start at 1 (s = 0). SGD, whose steps
+    # follow the gradient's size (Adam's would move every s by about lr a step, whatever the weight).
+    cfg = compose([*OVERRIDES, "trainer.weighting=uncertainty", "trainer.optimizer=sgd", "trainer.lr=0.05",
                    "+trainer.task_weights.finish_high=10"])
     trainer = steps(cfg, dataset, 10)
     s = trainer.weighting.log_variance.detach()
