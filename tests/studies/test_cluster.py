@@ -102,10 +102,10 @@ def test_submitit_local_launcher_gives_the_in_process_results(tmp_path: Path, in
 
 
 def test_the_documented_slurm_command_has_the_launchers_keys():
-    """Without a SLURM cluster: the README's submitit_slurm overrides compose into the launcher's own config."""
+    """Without a SLURM cluster: the cluster guide's submitit_slurm overrides compose into the launcher's own config."""
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    line, = (line for line in readme.splitlines() if line.startswith("mfh ablate") and "submitit_slurm" in line)
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "guides" / "clusters.md").read_text()
+    line, = (line for line in guide.splitlines() if line.startswith("mfh ablate") and "submitit_slurm" in line)
     launcher = [item for item in line.split() if item.startswith(("hydra/", "hydra."))]
     shown = subprocess.run([sys.executable, "-m", "mfh_cli.studies.launch", *launcher,
                             "study=multifaceted", "index=0", "--cfg", "hydra", "--package", "hydra.launcher"],
