@@ -26,7 +26,7 @@ from mfh_cli.report.aggregate import summarise
 from mfh_cli.report.collect import ORACLE, StudyResults, find_studies
 from mfh_cli.report.paper import attach_paper
 from mfh_cli.report.pooled import ALL_CELLS, pooled_verdicts
-from mfh_cli.report.sequential import BOUNDARY, chance_decided
+from mfh_cli.report.sequential import BOUNDARY, chance_decided, shrunk_effects
 from mfh_cli.report.verdicts import ALPHA, DECIDED, NOT_COMPUTED
 from mfh_cli.studies.execute import ablate, write_study_json
 from mfh_cli.studies.plan import plan, refuse_seed_overrides
@@ -133,9 +133,10 @@ def until_decided(study_name: str, budget: str, max_seeds: int, cells: str | Non
 def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str | None, jobs: int,
                 overrides: Sequence[str], results_dir: Path, console: Console, decide: str = "cells",
                 tuned: bool = False) -> pd.DataFrame:
-    """The dry run: from the spread of the seeds run so far and the measured time per round, how many selected
-    cells (or pooled verdicts) each budget would likely decide (a normal approximation with the observed mean and
-    spread as truth)."""
+    """The dry run: from the seeds run so far and the measured time per round, how many selected cells (or pooled
+    verdicts) each budget would likely decide, and the core-hours it spends. The observed means are shrunk toward
+    no change, with what the seeds leave unknown of them (`shrunk_effects`): taken as the truth, a few seeds' means
+    promise decisions that more seeds do not deliver (docs/statistics.md "Planning")."""
     _check_decide(decide, cells)
     study, dataset = _one_study(study_name, overrides)
     try:
@@ -152,27 +153,36 @@ def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str 
     found, judged = judge(results_dir, study.name, dataset)
     units = judged_units(found, judged, decide, cells)
     what = "pooled verdicts" if decide == "table" else "cells"
-    round_seconds = _round_seconds(results_dir, found.runs, jobs, _previous_state(found.directory))
+    run_seconds = _run_seconds(results_dir, found.runs)
+    round_seconds = _round_seconds(run_seconds, jobs, _previous_state(found.directory))
     level = ALPHA / max(len(units), 1)  # Holm's strictest step, as for the power figures
+    # One scale for every unit (a cell's AUC and MSE differences are not comparable): % of the reference.
+    scale = 100 / units["paired_reference_mean"].abs()
+    means, sds = units["difference_mean"] * scale, units["difference_sd"] * scale
+    expected_means, uncertainty = shrunk_effects(means.to_numpy(), (sds / units["n_pairs"] ** 0.5).to_numpy())
     budgets = list(PLAN_BUDGETS) + ([budget] if budget and budget not in PLAN_BUDGETS else [])
     rows = []
     for text in sorted(budgets, key=parse_duration):
         reach = min(max_seeds, seeds + int(parse_duration(text) // round_seconds))
-        expected = sum(1.0 if row.verdict in DECIDED else chance_decided(
-            row.difference_mean, row.difference_sd, reach, level,
-            row.paper_change_as_ours * row.paired_reference_mean / 100) for row in units.itertuples())
-        rows.append({"budget": text, "seeds": reach, "expected_decided": expected})
+        expected = sum(1.0 if verdict in DECIDED else chance_decided(mean, sd, reach, level, null, unknown)
+                       for verdict, mean, sd, null, unknown in zip(units["verdict"], expected_means, sds,
+                                                                 units["paper_change_as_ours"], uncertainty))
+        rows.append({"budget": text, "seeds": reach, "expected_decided": expected,
+                     "core_hours": (reach - seeds) * sum(run_seconds.values()) / 3600})
     frame = pd.DataFrame(rows)
     table = Table(title=f"{study.name} ({dataset}): what each budget would likely decide, {len(units)} {what}",
                   caption=f"{seeds} seeds so far, {int((units['verdict'].isin(DECIDED)).sum())} {what} decided; a "
-                          f"round (one seed of each of {len(study.variants)} variants, {jobs} at a time) takes "
-                          f"about {round_seconds:.0f} s here; estimate: the observed mean and spread of each "
-                          f"taken as true, {BOUNDARY} at α/{len(units)}")
-    for column in ("budget", "seeds per variant", f"expected decided {what}"):
+                          f"round (one seed of each of {len(study.variants)} variants, {jobs} at a time, so at "
+                          f"most {len(study.variants)} cores busy) takes about {round_seconds:.0f} s here and "
+                          f"{sum(run_seconds.values()) / 60:.1f} core-minutes; estimate: each observed mean "
+                          f"shrunk toward no change over the {len(units)} {what}, with its uncertainty, the "
+                          f"observed spread taken as true, {BOUNDARY} at α/{len(units)}")
+    for column in ("budget", "seeds per variant", f"expected decided {what}", "core-hours"):
         table.add_column(column, justify="right")
     for row in rows:
         reach = f"{row['seeds']} (--max-seeds)" if row["seeds"] == max_seeds else str(row["seeds"])
-        table.add_row(row["budget"], reach, f"{row['expected_decided']:.1f} of {len(units)}")
+        table.add_row(row["budget"], reach, f"{row['expected_decided']:.1f} of {len(units)}",
+                      f"{row['core_hours']:.3g}")
     console.print(table)
     return frame
 
@@ -242,16 +252,20 @@ def _save_state(directory: Path, state: dict) -> None:
     write_study_json(directory, {**info, "sequential": state})
 
 
-def _round_seconds(results_dir: Path, runs: pd.DataFrame, jobs: int, state: dict) -> float:
-    """Seconds per round: measured by earlier rounds when there were any, else from the runs' own wall times."""
-    if state.get("round_seconds"):
-        return float(statistics.median(state["round_seconds"]))
-
+def _run_seconds(results_dir: Path, runs: pd.DataFrame) -> dict[str, float]:
+    """Per variant, the median wall time of its runs (one thread each: core-seconds), from their metrics.json."""
     walls = {}
     for variant, run_id in runs[["variant", "run_id"]].drop_duplicates().itertuples(index=False):
         metrics = json.loads((results_dir / "runs" / run_id / "metrics.json").read_text())
         walls.setdefault(variant, []).append(float(metrics["wall_seconds"]))
-    per_variant = [statistics.median(values) for values in walls.values()]
+    return {variant: statistics.median(values) for variant, values in walls.items()}
+
+
+def _round_seconds(run_seconds: dict[str, float], jobs: int, state: dict) -> float:
+    """Seconds per round: measured by earlier rounds when there were any, else from the runs' own wall times."""
+    if state.get("round_seconds"):
+        return float(statistics.median(state["round_seconds"]))
+    per_variant = list(run_seconds.values())
     return max(sum(per_variant) / max(min(jobs, len(per_variant)), 1), max(per_variant))
 
 

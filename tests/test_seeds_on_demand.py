@@ -106,6 +106,10 @@ def test_dry_run_needs_two_seeds_then_plans_each_budget(run_mfh, tmp_path):
     assert budgets == ["10m", "30m", "1h", "2h", "3h", "4h", "8h", "24h"]
     expected = [float(line.split("│")[3].split(" of ")[0]) for line in lines]
     assert expected == sorted(expected)  # more budget never decides fewer cells
+    core_hours = [float(line.split("│")[4]) for line in lines]
+    seeds = [int(line.split("│")[2].split()[0]) for line in lines]
+    assert core_hours == sorted(core_hours) and core_hours[-1] > 0
+    assert all((hours == 0) == (reach == 3) for hours, reach in zip(core_hours, seeds))  # none spent without seeds
     assert len(run_dirs(tmp_path)) == 6  # a dry run trains nothing
 
 

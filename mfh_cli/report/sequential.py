@@ -14,8 +14,9 @@ scale-invariant likelihoods mixed over the standardised effect θ ~ N(0, 1/c) is
 a nonnegative martingale with M_1 = 1 under μ = μ0 (H. Wang & A. Ramdas 2024, "Anytime-valid t-tests and
 confidence sequences for Gaussian means with unknown variance"; S. Howard et al. 2021, Ann. Statist.). By
 Ville's inequality {μ0 : M_n(μ0) < 1/α} is a (1 − α) CS; solving the inequality gives the closed form of
-`half_width`. It and the anytime p-value p_n = min(1, 1 / M_n(μ0)) stay valid at any stopping time, so Holm's correction applies to them as to fixed-n p-values. The report uses the CS
-and p at the last n (a function of n, mean and sd alone), so the interval shown and the verdict agree.
+`half_width`. It and the anytime p-value p_n = min(1, 1 / M_n(μ0)) stay valid at any stopping time, so Holm's
+correction applies to them as to fixed-n p-values. The report uses the CS and p at the last n (a function of n,
+mean and sd alone), so the interval shown and the verdict agree.
 
 c = MIXTURE_PRECISION = 1: the CS is finite from 5 seeds at α = 0.05 and tightest between about 15 and 60 seeds,
 where it is 1.6–1.7× as wide as the fixed-n t interval (the price of peeking).
@@ -111,9 +112,11 @@ def seeds_to_detect(effect: float, alpha: float, power: float = 0.8, most: int =
     return float(high)
 
 
-def chance_decided(mean: float, sd: float, n: int, alpha: float, null: float = math.nan) -> float:
-    """The chance that the CS at n seeds excludes 0 (or, given `null`, excludes 0 or `null`) if the true mean
-    and spread are `mean` and `sd` (normal approximation, for planning)."""
+def chance_decided(mean: float, sd: float, n: int, alpha: float, null: float = math.nan,
+                   uncertainty: float = 0.0) -> float:
+    """The chance that the CS at n seeds excludes 0 (or, given `null`, excludes 0 or `null`) if the true spread is
+    `sd` and the true mean is `mean` give or take `uncertainty` (a variance: what the seeds so far leave unknown of
+    it, `shrunk_effects`), in a normal approximation, for planning."""
     if not sd > 0:
         return math.nan
     standard_error = sd / math.sqrt(n)
@@ -125,4 +128,20 @@ def chance_decided(mean: float, sd: float, n: int, alpha: float, null: float = m
         low, high = max(low, null - half), min(high, null + half)
     if low >= high:
         return 1.0
-    return float(1 - (stats.norm.cdf(high, mean, standard_error) - stats.norm.cdf(low, mean, standard_error)))
+    spread = math.sqrt(standard_error ** 2 + uncertainty)
+    return float(1 - (stats.norm.cdf(high, mean, spread) - stats.norm.cdf(low, mean, spread)))
+
+
+def shrunk_effects(means: np.ndarray, standard_errors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The true means a plan should expect, with their remaining variance: a few seeds' means overstate the effects
+    they settle at (the largest of several noisy means most: the winner's curse), so the plan shrinks them toward
+    no change. Empirical Bayes over the plan's units (on one scale: relative changes), method of moments: the true
+    means spread as N(0, τ²) with τ² = max(0, mean(m² − se²)); a unit's posterior mean is (1 − B)·m and its
+    variance (1 − B)·se², B = se² / (se² + τ²) (docs/statistics.md "Planning")."""
+    means, standard_errors = np.asarray(means, dtype=float), np.asarray(standard_errors, dtype=float)
+    known = np.isfinite(means) & np.isfinite(standard_errors)
+    prior = max(0.0, float(np.mean(means[known] ** 2 - standard_errors[known] ** 2))) if known.any() else 0.0
+    variance = standard_errors ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kept = np.where(variance + prior > 0, prior / (variance + prior), 0.0)  # 1 − B
+    return kept * means, kept * variance

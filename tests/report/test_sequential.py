@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from mfh_cli.report.sequential import (anytime_p, half_width, mixture_martingale, seeds_to_detect, sequence_bounds,
-                                       width_factor)
+from mfh_cli.report.sequential import (anytime_p, chance_decided, half_width, mixture_martingale, seeds_to_detect,
+                                       sequence_bounds, shrunk_effects, width_factor)
 
 
 def numerical_mixture(values: np.ndarray, null: float, precision: float) -> float:
@@ -86,3 +86,45 @@ def test_seeds_to_detect_grows_as_the_effect_shrinks():
     assert seeds_to_detect(1.0, alpha=0.05) < seeds_to_detect(0.5, alpha=0.05) < seeds_to_detect(0.25, alpha=0.05)
     n = seeds_to_detect(0.5, alpha=0.05)
     assert width_factor(n, 0.05) / math.sqrt(n) + stats.norm.ppf(0.8) / math.sqrt(n) <= 0.5
+
+
+def planned_and_decided(effect_spread: float, first: int = 5, last: int = 20, units: int = 9,
+                        tables: int = 200) -> tuple[float, float, float]:
+    """Tables of `units` cells whose true effects spread as N(0, effect_spread²) (sd 1 per seed): from the first
+    `first` seeds, the cells a plan expects decided by `last` seeds, with the observed means taken as true and
+    shrunk; and how many the confidence sequence then decides (at any seed from `first` on, as --until-decided
+    stops), each averaged over the tables."""
+    rng = np.random.default_rng(7)
+    level = 0.05 / units
+    as_observed = shrunk = decided = 0.0
+    for _ in range(tables):
+        values = rng.normal(0, effect_spread, (units, 1)) + rng.normal(0, 1, (units, last))
+        means, sds = values[:, :first].mean(axis=1), values[:, :first].std(axis=1, ddof=1)
+        as_observed += sum(chance_decided(m, sd, last, level) for m, sd in zip(means, sds))
+        expected, unknown = shrunk_effects(means, sds / math.sqrt(first))
+        shrunk += sum(chance_decided(m, sd, last, level, uncertainty=u) for m, sd, u in zip(expected, sds, unknown))
+        low, high = sequence_bounds(values, level)
+        decided += float(((low[:, first - 1:] > 0) | (high[:, first - 1:] < 0)).any(axis=1).sum())
+    return as_observed / tables, shrunk / tables, decided / tables
+
+
+@pytest.mark.parametrize("effect_spread", [0.0, 0.5, 1.0])
+def test_the_shrunk_plan_promises_what_more_seeds_deliver(effect_spread):
+    """The dry run's calibration (issue 28): taking 5 seeds' means as the truth promises about one decided cell of
+    9 where none is there to decide; shrunk toward no change with their uncertainty, the plan lands within half a
+    cell of what the confidence sequence decides, and always nearer than the naive plan."""
+    as_observed, shrunk, decided = planned_and_decided(effect_spread)
+    assert abs(shrunk - decided) < abs(as_observed - decided)
+    assert abs(shrunk - decided) <= 0.5, (as_observed, shrunk, decided)
+    if effect_spread == 0.0:
+        assert as_observed > 0.7 and decided < 0.1  # the winner's curse the shrinkage removes
+
+
+def test_shrinkage_keeps_clear_effects_and_pulls_noise_to_zero():
+    means = np.array([0.05, -0.04, 3.0, 0.02])
+    expected, unknown = shrunk_effects(means, np.full(4, 0.1))
+    assert expected[2] == pytest.approx(3.0, rel=0.01)
+    assert np.all(np.abs(expected[[0, 1, 3]]) < np.abs(means[[0, 1, 3]]))
+    assert np.all(unknown <= 0.01) and np.all(unknown > 0)
+    flat, none = shrunk_effects(np.array([0.01, -0.01]), np.array([0.1, 0.1]))  # all noise: no effect expected
+    assert np.all(flat == 0) and np.all(none == 0)
