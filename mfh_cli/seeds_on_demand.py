@@ -197,13 +197,14 @@ def judge(results_dir: Path, study: str, dataset: str) -> tuple[StudyResults, pd
 
 def judged_units(found: StudyResults, tidy: pd.DataFrame, decide: str, cells: str | None) -> pd.DataFrame:
     """What a round waits on: the selected cells (`cells`), or each variant's pooled verdict over all the table's
-    cells (`table`), with their verdict, difference_mean, difference_sd, paper_change_as_ours and
+    cells (`table`), with their verdict, difference_mean, difference_sd, n_pairs, paper_change_as_ours and
     paired_reference_mean (the scale of a relative change)."""
     if decide == "cells":
         return _selected(tidy, cells)
     pooled = pooled_verdicts(found, tidy)
     pooled = pooled[pooled["scope"] == ALL_CELLS]
-    return pooled.assign(difference_mean=pooled["relative_change"], paired_reference_mean=100.0)
+    return pooled.assign(difference_mean=pooled["relative_change"], paired_reference_mean=100.0,
+                         n_pairs=pooled["n_seeds"])
 
 
 def _check_decide(decide: str, cells: str | None) -> None:
