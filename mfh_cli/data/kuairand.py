@@ -20,12 +20,13 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from mfh_cli.config_schema import split_ranges
 from mfh_cli.data.cache import cached_dataset
 from mfh_cli.data.dataset import Dataset
 from mfh_cli.data.describe import label_sparsity_notes
 from mfh_cli.data.encoding import encode, gather, standardise
 from mfh_cli.data.kuairand_format import (LOG_PATTERN, USER_PATTERN, VIDEO_PATTERN, log_folder, log_row_groups,
-                                          split_of, split_ranges, tab_scenarios, user_groups)
+                                          split_of, tab_scenarios, user_groups)
 from mfh_cli.data.schema import SPLITS, Schema
 from mfh_cli.data.validate import (KUAIRAND_RULES, RULES_VERSION, apply_duplicate_policy, duplicate_policy,
                                    kuairand_problems, stop_on_errors)

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
 
 from mfh_cli.data.encoding import gather
 from mfh_cli.data.schema import SPLITS
-from mfh_cli.errors import ConfigError
 from mfh_cli.tasks import HIGH_ACTIVITY, LOW_ACTIVITY, NEW_USERS, USER_GROUPS
 
 LOG_PATTERN = "log_standard_*.csv"
@@ -71,21 +69,6 @@ def log_row_groups(user_group: np.ndarray, user_row: np.ndarray) -> np.ndarray:
     """[N] index into USER_GROUPS per log row, from each user-table row's group [U] and each log row's position in the
     user table [N] (-1 for a user absent from it: ABSENT_USER_GROUP)."""
     return gather(user_group, user_row, missing=ABSENT_USER_GROUP)
-
-
-def split_ranges(data_cfg: DictConfig) -> dict[str, tuple[int, int]]:
-    """data.split as {split: (first, last)} inclusive YYYYMMDD, checked: complete, ordered, disjoint."""
-    ranges = {}
-    for name in SPLITS:
-        bounds = data_cfg.get("split", {}).get(name)
-        if bounds is None or len(bounds) != 2 or int(bounds[0]) > int(bounds[1]):
-            raise ConfigError(f"data.split.{name}: expected [first, last] YYYYMMDD dates, got {bounds}")
-        ranges[name] = (int(bounds[0]), int(bounds[1]))
-    ordered = sorted(ranges.items(), key=lambda item: item[1])
-    for (earlier, (_, end)), (later, (start, _)) in zip(ordered, ordered[1:]):
-        if start <= end:
-            raise ConfigError(f"data.split: {earlier} and {later} date ranges overlap")
-    return ranges
 
 
 def split_of(dates: np.ndarray, ranges: dict[str, tuple[int, int]]) -> np.ndarray:

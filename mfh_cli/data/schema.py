@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-SPLITS: tuple[str, ...] = ("train", "validation", "test")
+from mfh_cli.config_schema import SPLIT_NAMES
+
+SPLITS: tuple[str, ...] = SPLIT_NAMES
 
 
 @dataclass(frozen=True)

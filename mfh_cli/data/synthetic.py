@@ -73,7 +73,7 @@ import torch
 from omegaconf import DictConfig
 
 from mfh_cli.data.dataset import Dataset, Schema
-from mfh_cli.errors import ConfigError
+from mfh_cli.config_schema import SimulatorSettings, largest_remainder, read_settings
 from mfh_cli.tasks import (BEHAVIOURS, CMPL, COMMENT, FINISH, FOLLOW, LIKE, SHARE, SKIP, USER_GROUPS,
                             WATCH_BEHAVIOURS)
 
@@ -96,42 +96,7 @@ USER_AGES, USER_REGIONS, ITEM_TAGS, ITEMS_PER_AUTHOR = 8, 20, 40, 10
 POPULARITY_EXPONENT = 0.8
 CATEGORICAL_FIELDS = ("user_id", "item_id", "user_group", "user_age", "user_region", "item_tag", "item_author")
 SCENARIO_FIELD = "scenario"  # a further categorical input where the world has more than one scenario
-# The scenario keys are read with these defaults and are not in conf/data/synthetic.yaml: a key added there would
-# change every simulator run id (the hash of the resolved config). Set them with `+data.scenarios=3`.
-SCENARIO_DEFAULTS = {"scenarios": 1, "scenario_deviation": 0.5}
 DENSE_FIELDS = ["item_duration", "item_popularity", "context"]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The validated knobs of `conf/data/synthetic.yaml`."""
-
-    seed: int
-    rows: int
-    users: int
-    items: int
-    group_row_shares: tuple[float, ...]  # [G]
-    group_user_shares: tuple[float, ...]  # [G]
-    latent_dim: int
-    attribute_share: float
-    shared_strength: float
-    group_deviation: float
-    group_offsets: tuple[float, ...]  # [G]
-    task_strength: float
-    noise: float
-    cmpl_noise: float
-    positive_rates: tuple[float, ...]  # [B]
-    missing_fraction: float
-    validation_fraction: float
-    test_fraction: float
-    extra_test_fraction: float
-    scenarios: int = 1  # S
-    scenario_deviation: float = 0.5  # e
-
-    @property
-    def total_rows(self) -> int:
-        """The log's rows and the extra test rows drawn after it."""
-        return self.rows + round(self.rows * self.extra_test_fraction)
 
 
 @dataclass
@@ -214,71 +179,7 @@ def simulate(data_cfg: DictConfig, quiet: bool = True) -> Dataset:
     return output
 
 
-def read_settings(data_cfg: DictConfig) -> Settings:
-    """Check every knob of the data config; a bad one raises one ConfigError line naming the key and the rule."""
-
-    def value(key: str):
-        if data_cfg.get(key) is None:
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} is missing")
-        return data_cfg[key]
-
-    def number(key: str, low: float, high: float = math.inf, integer: bool = False) -> float:
-        raw = value(key)
-        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or (integer and not isinstance(raw, int)):
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} must be {'an integer' if integer else 'a number'} "
-                              f"(got {raw!r})")
-        if not low <= raw <= high:
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} must lie in [{low}, {high}] (got {raw})")
-        return raw
-
-    def per_name(key: str, names: list[str], low: float, high: float, total: float | None = None
-                 ) -> tuple[float, ...]:
-        raw = value(key)
-        if not isinstance(raw, DictConfig) or set(raw.keys()) != set(names):
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} must map exactly {', '.join(names)} to numbers")
-        values = tuple(raw[name] for name in names)
-        if any(isinstance(item, bool) or not isinstance(item, (int, float)) or not low <= item <= high
-               for item in values):
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} values must be numbers in [{low}, {high}] "
-                              f"(got {dict(raw)})")
-        if total is not None and abs(sum(values) - total) > 1e-6:
-            raise ConfigError(f"{CONFIG_FILE}: data.{key} must sum to {total:g} (got {sum(values):.6g})")
-        return tuple(float(item) for item in values)
-
-    def optional(key: str, check: Callable[[str], float]) -> float:
-        return check(key) if data_cfg.get(key) is not None else SCENARIO_DEFAULTS[key]
-
-    groups = list(USER_GROUPS)
-    settings = Settings(
-        seed=int(number("seed", 0, integer=True)), rows=int(number("rows", 1, integer=True)),
-        users=int(number("users", len(groups), integer=True)), items=int(number("items", 1, integer=True)),
-        group_row_shares=per_name("group_row_shares", groups, 0.0, 1.0, total=1.0),
-        group_user_shares=per_name("group_user_shares", groups, 0.0, 1.0, total=1.0),
-        latent_dim=int(number("latent_dim", 1, integer=True)), attribute_share=number("attribute_share", 0, 1),
-        shared_strength=number("shared_strength", 0), group_deviation=number("group_deviation", 0),
-        group_offsets=per_name("group_offsets", groups, -math.inf, math.inf),
-        task_strength=number("task_strength", 0), noise=number("noise", 0), cmpl_noise=number("cmpl_noise", 0),
-        positive_rates=per_name("positive_rates", BEHAVIOUR_NAMES, 1e-6, 1 - 1e-6),
-        missing_fraction=number("missing_fraction", 0, 1),
-        validation_fraction=number("validation_fraction", 0, 1), test_fraction=number("test_fraction", 0, 1),
-        extra_test_fraction=number("extra_test_fraction", 0),
-        scenarios=int(optional("scenarios", lambda key: number(key, 1, 64, integer=True))),
-        scenario_deviation=float(optional("scenario_deviation", lambda key: number(key, 0))),
-    )
-    if settings.validation_fraction + settings.test_fraction >= 1:
-        raise ConfigError(f"{CONFIG_FILE}: data.validation_fraction + data.test_fraction must be below 1")
-    for split in ("validation", "test"):  # early stopping needs validation rows, metrics need test rows
-        fraction = getattr(settings, f"{split}_fraction")
-        if round(settings.rows * fraction) < 1:
-            raise ConfigError(f"{CONFIG_FILE}: data.{split}_fraction must leave at least one {split} row of "
-                              f"data.rows={settings.rows} (got {fraction})")
-    if min(_largest_remainder(settings.users, settings.group_user_shares)) < 1:
-        raise ConfigError(f"{CONFIG_FILE}: data.users ({settings.users}) leaves a group with no user under "
-                          f"data.group_user_shares")
-    return settings
-
-
-def build_world(settings: Settings) -> World:
+def build_world(settings: SimulatorSettings) -> World:
     """Draw users, items, latent factors and the term matrices from the seed, then calibrate the biases."""
     generator = _generator(settings.seed, 0)
     behaviours, groups, latent = len(BEHAVIOUR_NAMES), len(USER_GROUPS), settings.latent_dim
@@ -289,7 +190,7 @@ def build_world(settings: Settings) -> World:
     def categories(count: int, values: int) -> torch.Tensor:
         return torch.randint(1, values + 1, (count,), generator=generator)
 
-    group_users = torch.tensor(_largest_remainder(settings.users, settings.group_user_shares))
+    group_users = torch.tensor(largest_remainder(settings.users, settings.group_user_shares))
     user_id = torch.randperm(settings.users, generator=generator) + 1
     user_attributes = torch.stack([categories(settings.users, USER_AGES),
                                    categories(settings.users, USER_REGIONS)], dim=1)
@@ -345,7 +246,7 @@ def build_world(settings: Settings) -> World:
     return world
 
 
-def _add_scenarios(world: World, settings: Settings, user_factor: torch.Tensor) -> None:
+def _add_scenarios(world: World, settings: SimulatorSettings, user_factor: torch.Tensor) -> None:
     """The scenario deviation's constants, from the scenario world stream (seed, 3): row shares ∝ 2^-k, offsets
     o_σ ~ N(0, 1) and matrices Q_σ (module docstring)."""
     generator = _generator(settings.seed, 3)
@@ -403,7 +304,7 @@ def _draw_rows(world: World, generator: torch.Generator, scenario_generator: tor
                  label_uniform=uniform[:, 4:], missing_uniform=uniform[:, 3], scenario=scenario)
 
 
-def _write_block(world: World, settings: Settings, generator: torch.Generator, scenario_generator: torch.Generator,
+def _write_block(world: World, settings: SimulatorSettings, generator: torch.Generator, scenario_generator: torch.Generator,
                  output: Dataset, start: int, end: int) -> None:
     """Draw one block and write its first `end - start` rows into the preallocated output tensors.
 
@@ -443,7 +344,7 @@ def expected_label(logit: torch.Tensor, noise_scale: torch.Tensor) -> torch.Tens
     return expected
 
 
-def _calibrated_bias(world: World, settings: Settings) -> torch.Tensor:
+def _calibrated_bias(world: World, settings: SimulatorSettings) -> torch.Tensor:
     """β_b such that the mean of σ(β_b + rest of the realised logit) over a sample block equals the target rate.
 
     The sample is one block from its own stream (seed, 2) drawn with β = 0; the unobserved noise is sampled, so
@@ -471,14 +372,6 @@ def _sparse_test_notes(dataset: Dataset) -> list[str]:
     if not sparse:
         return []
     return [f"few test positives (AUC noisy; raise data.rows): {', '.join(sparse)}"]
-
-
-def _largest_remainder(total: int, shares: tuple[float, ...]) -> list[int]:
-    """Split `total` into integer parts proportional to `shares` that sum to `total`."""
-    exact = np.asarray(shares) * total
-    parts = np.floor(exact).astype(int)
-    parts[np.argsort(-(exact - parts), kind="stable")[: total - parts.sum()]] += 1
-    return parts.tolist()
 
 
 def _generator(seed: int, *stream: int) -> torch.Generator:

@@ -26,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mfh_cli.config import CONF_DIR
-from mfh_cli.config_schema import DUPLICATE_POLICIES
+from mfh_cli.config_schema import DUPLICATE_POLICIES, split_ranges
 from mfh_cli.data.kuairand_format import (ABSENT_USER_GROUP, LOG_PATTERN, USER_PATTERN, log_folder, log_row_groups,
-                                          split_of, split_ranges, user_groups)
+                                          split_of, user_groups)
 from mfh_cli.data.schema import SPLITS
 from mfh_cli.errors import ConfigError, DataError
 from mfh_cli.tasks import BEHAVIOURS, KINDS, USER_GROUPS

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -21,14 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from mfh_cli.config import compose, recipe_of
 from mfh_cli.engine import tracking
 from mfh_cli.engine.run import ensure_writable, is_finished, train
-from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
+from mfh_cli.errors import Interrupted, MfhError, RunError
 from mfh_cli.files import write_text_atomically
 from mfh_cli.studies.launch import is_launcher_override, launch
-from mfh_cli.studies.plan import PlannedRun, plan, refuse_seed_overrides
+from mfh_cli.studies.plan import PlannedRun, plan, refuse_seed_overrides, runnable_studies
+from mfh_cli.studies.pool import init_worker, stop_workers
 from mfh_cli.studies.spec import Study, load_study
+from mfh_cli.studies.tuned import apply_tuning
 from mfh_cli.tasks import RUNS_COLUMNS, kind_of, metrics_of
 
-PARENT_CHECK_SECONDS = 0.5
 
 
 @dataclass
@@ -57,7 +56,6 @@ def ablate(names: Sequence[str], seeds: int | Sequence[int] | None = None, jobs:
     refuse_seed_overrides(overrides, "mfh ablate")
     studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
     if tuned:
-        from mfh_cli.studies.tune import apply_tuning
 
         studies = apply_tuning(studies, overrides, results_dir)
     planned = {study.name: plan(study, seed_list(seeds, study.seeds), overrides) for study in studies}
@@ -102,20 +100,7 @@ def seed_list(seeds: int | Sequence[int] | None, default: int) -> list[int]:
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
 
 
-def runnable_studies(studies: list[Study], overrides: Sequence[str]) -> list[Study]:
-    """The studies that mean something on the dataset the overrides select: a study bound to another dataset
-    (`only_on`, e.g. the controls on the simulator) is left out with one stderr line, or refused when it is the
-    only one asked for."""
-    datasets = {study.name: str(compose([*study.overrides, *overrides]).data.name) for study in studies}
-    kept = [study for study in studies if study.only_on in (None, datasets[study.name])]
-    for study in studies:
-        if study not in kept:
-            message = (f"study '{study.name}' runs on data={study.only_on} only (it relies on that dataset's "
-                       f"inputs), not data={datasets[study.name]}")
-            if not kept:
-                raise ConfigError(message)
-            print(f"skipped: {message}", file=sys.stderr)
-    return kept
+
 
 
 def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results_dir: Path, quiet: bool,
@@ -185,34 +170,13 @@ def run_finished(results_dir: Path, run_id: str) -> bool:
     return is_finished(results_dir / "runs" / run_id)
 
 
-def stop_workers(pool: ProcessPoolExecutor) -> None:
-    """Cancel the queued runs and end the running ones now. A run a worker was writing is in runs/.partial/, never
-    in place, and is swept by the next run that writes."""
-    workers = list((pool._processes or {}).values())  # no public handle on the workers before Python 3.14
-    pool.shutdown(wait=False, cancel_futures=True)
-    for worker in workers:
-        worker.terminate()
-    for worker in workers:
-        worker.join()
 
 
-def init_worker(parent: int) -> None:
-    """Worker initializer: leave SIGINT to the sweep's process (a terminal's Ctrl-C reaches the whole process
-    group; the sweep then stops its workers itself), and end with the sweep's process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    exit_with_parent(parent)
 
 
-def exit_with_parent(parent: int) -> None:
-    """Worker initializer: end this worker once the sweep's process is gone (after a `kill -9` of `mfh ablate`
-    alone it would otherwise go on training runs nobody collects; a run it was writing stays unfinished)."""
 
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_CHECK_SECONDS)
-        os._exit(1)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
 
 
 def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path,

@@ -21,7 +21,9 @@ from omegaconf import MISSING, DictConfig
 
 from mfh_cli.errors import MfhError
 from mfh_cli.extras import require
-from mfh_cli.studies.plan import PlannedRun
+from mfh_cli.studies.plan import PlannedRun, plan
+from mfh_cli.studies.spec import load_expanded
+from mfh_cli.studies.tuned import apply_tuning
 
 
 # The modules each of Hydra's launchers needs (the `cluster` extra; joblib's is also in `test`).
@@ -53,13 +55,8 @@ ConfigStore.instance().store(name="launch", node=LaunchJob)
 @hydra.main(version_base=None, config_name="launch")
 def job(cfg: DictConfig) -> None:
     """Train planned run `cfg.index` of `cfg.study` in a fresh process (any launcher can run this)."""
-    from mfh_cli.studies.plan import plan
-    from mfh_cli.studies.spec import load_expanded
-
     study = load_expanded(cfg.study)
     if cfg.tuned:
-        from mfh_cli.studies.tune import apply_tuning
-
         study, = apply_tuning([study], list(cfg.overrides), Path(cfg.results_dir))
     run = plan(study, [int(seed) for seed in cfg.seeds], list(cfg.overrides))[cfg.index]
     # run.overrides hold the sweep's thread count (studies/plan.py), so the run id is the one planned.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -116,3 +117,19 @@ def _refuse_coinciding_runs(study: Study, runs: list[PlannedRun]) -> None:
             raise ConfigError(f"study {study.name}: {run.variant} seed {run.seed} and {other.variant} seed "
                               f"{other.seed} would be the same run ({run.run_id}: the study's seed_offsets meet "
                               f"its seeds); choose seeds that stay apart from the offset ones")
+
+
+def runnable_studies(studies: list[Study], overrides: Sequence[str]) -> list[Study]:
+    """The studies that mean something on the dataset the overrides select: a study bound to another dataset
+    (`only_on`, e.g. the controls on the simulator) is left out with one stderr line, or refused when it is the
+    only one asked for."""
+    datasets = {study.name: str(compose([*study.overrides, *overrides]).data.name) for study in studies}
+    kept = [study for study in studies if study.only_on in (None, datasets[study.name])]
+    for study in studies:
+        if study not in kept:
+            message = (f"study '{study.name}' runs on data={study.only_on} only (it relies on that dataset's "
+                       f"inputs), not data={datasets[study.name]}")
+            if not kept:
+                raise ConfigError(message)
+            print(f"skipped: {message}", file=sys.stderr)
+    return kept

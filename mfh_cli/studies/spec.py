@@ -42,7 +42,7 @@ class Study:
     only_on: str | None = None  # the one dataset the study means something on (the controls: synthetic)
     # `mfh tune`'s search space beyond (or replacing) conf/tuning.yaml's: key → {min, max, log, int} | {choices}
     tune: dict[str, dict] = field(default_factory=dict)
-    # set by `--tuned` (studies/tune.py apply_tuning): best.yaml's overrides per variant and grid, and the budget
+    # set by `--tuned` (studies/tuned.py apply_tuning): best.yaml's overrides per variant and grid, and the budget
     tuned: dict | None = None
 
     def expand(self) -> list[Study]:

@@ -38,14 +38,14 @@ from mfh_cli.config import compose, config_hash
 from mfh_cli.errors import ConfigError, Interrupted, MfhError, RunError
 from mfh_cli.extras import require
 from mfh_cli.files import write_text_atomically
-from mfh_cli.studies.plan import run_overrides, study_dataset
+from mfh_cli.studies.plan import run_overrides, runnable_studies, study_dataset
+from mfh_cli.studies.pool import init_worker, stop_workers
 from mfh_cli.studies.spec import Study, check_search_space, load_study
+from mfh_cli.studies.tuned import TUNING, best_path, read_best
 
 if TYPE_CHECKING:
     from mfh_cli.data import Dataset
 
-TUNING = "tuning"  # results/tuning/<study>/<dataset>/best.yaml; results/tuning/trials/<key>.journal
-BEST = "best.yaml"
 JOURNALS = "trials"
 # Every trial: no test-scoring history along training, no progress bar (a trial writes no run directory).
 TRIAL_OVERRIDES = ("trainer.history=false", "trainer.progress=false")
@@ -268,22 +268,7 @@ def _load(search: VariantSearch, data_dir: Path | None, results_dir: Path) -> Da
     return dataset_for(compose(search.overrides), data_dir, results_dir / "cache", quiet=True)
 
 
-def best_path(results_dir: Path, study: str, dataset: str) -> Path:
-    """results/tuning/<study>/<dataset>/best.yaml."""
-    return Path(results_dir) / TUNING / study / dataset / BEST
 
-
-def read_best(path: Path) -> dict | None:
-    """best.yaml's content; None when there is none. A damaged file is an MfhError naming it."""
-    if not path.is_file():
-        return None
-    try:
-        best = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise MfhError(f"{path}: does not read back ({error}); delete it and rerun mfh tune") from None
-    if not isinstance(best, dict) or not {"study", "dataset", "settings", "variants"} <= set(best):
-        raise MfhError(f"{path}: not a best.yaml written by mfh tune (study, dataset, settings, variants)")
-    return best
 
 
 def write_best(path: Path, study: Study, dataset: str, settings: TuningSettings, variants: dict) -> dict:
@@ -304,7 +289,6 @@ def tune(names: Sequence[str], trials: int | None = None, sampler_seed: int | No
          quiet: bool = False) -> list[TuningOutcome]:
     """Search every variant of the named studies (a search shared by studies runs once), `jobs` searches at a
     time; best.yaml is rewritten after each finished search, and a search already recorded there is skipped."""
-    from mfh_cli.studies.execute import runnable_studies
 
     require("optuna", "mfh tune", "tune")
     studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
@@ -350,7 +334,6 @@ def run_searches(pending: list[tuple[str, tuple[VariantSearch, TuningSettings]]]
                  results_dir: Path, quiet: bool, finished: Callable[[str, dict], None]) -> None:
     """Run the pending searches in this process or in `jobs` worker processes (one thread each, as a sweep's runs);
     an interrupt ends the workers: an unfinished trial is left out of its journal's count and run again."""
-    from mfh_cli.studies.execute import init_worker, stop_workers
 
     if jobs <= 1 or len(pending) <= 1:
         for key, (search, settings) in pending:
@@ -368,38 +351,7 @@ def run_searches(pending: list[tuple[str, tuple[VariantSearch, TuningSettings]]]
             raise
 
 
-def apply_tuning(studies: Sequence[Study], overrides: Sequence[str], results_dir: Path) -> list[Study]:
-    """The studies with `mfh tune`'s best overrides per variant and grid (`--tuned`), read from best.yaml; a study
-    without them (or with a variant missing) is one MfhError line naming the `mfh tune` command to run."""
-    tuned, missing = [], []
-    for study in studies:
-        dataset = str(compose([*study.overrides, *overrides]).data.name)
-        path = best_path(results_dir, study.name, dataset)
-        best = read_best(path)
-        absent = [f"{variant} ({grid})" for variant in study.variants for grid in study.tasks
-                  if not ((best or {}).get("variants", {}).get(variant) or {}).get(grid)]
-        if best is None or absent:
-            missing.append((study, path, absent if best is not None else []))
-            continue
-        settings = best["settings"]
-        if list(settings.get("overrides") or []) != list(overrides):
-            print(f"note: {path} was tuned with overrides [{' '.join(settings.get('overrides') or [])}], this "
-                  f"sweep runs with [{' '.join(overrides)}]", file=sys.stderr)
-        tuned.append(replace(study, tuned={
-            "file": str(path.relative_to(results_dir)) if path.is_relative_to(results_dir) else str(path),
-            "trials": settings["trials"], "space": list(settings["space"]), "sampler": settings["sampler"],
-            "pruner": settings["pruner"], "objective": settings["objective"],
-            "variants": {variant: {grid: best["variants"][variant][grid] for grid in study.tasks}
-                         for variant in study.variants}}))
-    if missing:
-        names = list(dict.fromkeys((study.sweep or {}).get("study", study.name) for study, _, _ in missing))
-        command = " && ".join(shlex.join(["mfh", "tune", "--study", name, *overrides]) for name in names)
-        study, path, absent = missing[0]
-        what = f"lacks {', '.join(absent)}" if absent else "does not exist"
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise MfhError(f"--tuned: no tuned overrides for study '{study.name}': {path} {what}{more}; run `{command}` "
-                       "first")
-    return tuned
+
 
 
 def tuning_lines(outcome: TuningOutcome) -> list[str]:

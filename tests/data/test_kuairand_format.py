@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from mfh_cli.data.kuairand_format import log_folder, log_row_groups, split_of, split_ranges, user_groups
+from mfh_cli.config_schema import split_ranges
+from mfh_cli.data.kuairand_format import log_folder, log_row_groups, split_of, user_groups
 from mfh_cli.data.schema import SPLITS
 from mfh_cli.errors import ConfigError
 from mfh_cli.tasks import USER_GROUPS

@@ -17,7 +17,8 @@ import pandas as pd
 import pytest
 
 from mfh_cli.errors import ConfigError, MfhError
-from mfh_cli.studies.execute import ablate, cell_values, runnable_studies, write_file
+from mfh_cli.studies.execute import ablate, cell_values, write_file
+from mfh_cli.studies.plan import runnable_studies
 from mfh_cli.studies.plan import plan
 from mfh_cli.studies.spec import load_study, study_names
 from mfh_cli.tasks import RUNS_COLUMNS, metrics_of
