@@ -11,8 +11,8 @@ prints, per compared variant against the study's reference:
   cells, SPEC §4's table verdict), and the pooled change itself with its 95% t interval;
 - the mean test AUC over the AUC cells and the mean MSE over the MSE cells of the reference (does the recipe train
   better?);
-- against the first recipe (the authors' training): the ratio of the spreads and the seeds-needed factor it implies (the square of
-  the spread ratio);
+- against the first recipe (the authors' training): the ratio of the spreads and the seeds-needed factor it implies
+  (the square of the spread ratio);
 - the noise budget (report/noise.py) where the runs kept their test predictions: the median over cells of the test
   share (a fresh test set's variance of one seed's difference / the seed-to-seed variance) and of the training's
   own share (Jordan 2024's distribution-level part / the seed-to-seed variance).

@@ -304,8 +304,8 @@ def _draw_rows(world: World, generator: torch.Generator, scenario_generator: tor
                  label_uniform=uniform[:, 4:], missing_uniform=uniform[:, 3], scenario=scenario)
 
 
-def _write_block(world: World, settings: SimulatorSettings, generator: torch.Generator, scenario_generator: torch.Generator,
-                 output: Dataset, start: int, end: int) -> None:
+def _write_block(world: World, settings: SimulatorSettings, generator: torch.Generator,
+                 scenario_generator: torch.Generator, output: Dataset, start: int, end: int) -> None:
     """Draw one block and write its first `end - start` rows into the preallocated output tensors.
 
     Everything is computed on the whole block and sliced only when written: vectorised kernels may round a
