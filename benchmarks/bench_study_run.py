@@ -13,6 +13,9 @@ Sections (all by default; `--sections` picks some):
 - study: `mfh ablate --study <study> --seeds <n>` in fp32 and in bf16: every metric cell side by side (mean over
   seeds) and the wall time of each; where bf16 is not native, not run.
 - kernels: trainer.kernels=fused (the default: models/parts/fused.py) against eager, alternating.
+- recipe: what the training recipes cost (conf/recipe/): the authors' (BatchNorm), no BatchNorm without averaging,
+  and low_noise (no BatchNorm, weight averaging), alternating, on a fixed number of epochs so that every variant
+  trains as many steps; weight averaging must add at most a few per cent to a run (the throughput issue).
 - unit: the issue's study-sized unit of work, one variant over its seeds (`mfh train model=mfh data.rows=60000
   trainer.threads=1 seed=s`, s = 0 … `--unit-seeds`−1, each a fresh process), this tree against `--baseline DIR`,
   alternating per seed; the figure is the sum of the process wall times, and its target ≥ 3× the baseline.
@@ -40,7 +43,7 @@ from benchmarks.common import no_native_bf16, record
 REPOSITORY = Path(__file__).resolve().parents[1]
 STUDY_RUN = ["model=mfh", "trainer.threads=1"]
 QUICK_RUN = ["data.rows=6000", "trainer.max_epochs=1"]
-SECTIONS = ("speedup", "bf16", "compile", "study", "kernels", "unit")
+SECTIONS = ("speedup", "bf16", "compile", "study", "kernels", "unit", "recipe")
 UNIT_TARGET = 3.0  # the issue's target for the unit: this tree ≥ 3× faster than the baseline
 
 
@@ -139,6 +142,22 @@ def kernels_lines(base: list[str], repeats: int) -> list[str]:
             f"{repeats}, alternating",
             f"- largest metric difference fused − eager (seed 0; float rounding, then training follows its own "
             f"path, as another seed would): {largest_difference(runs['eager'][0], runs['fused'][0]):.3g}", ""]
+
+
+def recipe_lines(base: list[str], repeats: int) -> list[str]:
+    fixed = [*base, "trainer.patience=1000", "trainer.max_epochs=4"]  # every variant trains the same steps
+    variants = {"authors": [*fixed, "recipe=authors"],
+                "no BatchNorm, no averaging": [*fixed, "recipe=low_noise", "trainer.ema_decay=null"],
+                "low_noise": [*fixed, "recipe=low_noise"]}
+    runs = alternate({name: (overrides, None, None) for name, overrides in variants.items()}, repeats)
+    wall = {name: statistics.median(run["wall"] for run in runs[name]) for name in runs}
+    averaging = wall["low_noise"] / wall["no BatchNorm, no averaging"] - 1
+    return [f"### Training recipes on the study-sized run (`{' '.join(fixed)}`), alternating", "", *HEADER,
+            *[f"| {name} | {summary(runs[name])} |" for name in runs], "",
+            f"- weight averaging (an EMA update of the flat parameters each step, the average evaluated each "
+            f"epoch): {averaging:+.1%} process wall time; dropping BatchNorm: "
+            f"{wall['no BatchNorm, no averaging'] / wall['authors']:.2f}× the authors' recipe's; low_noise "
+            f"{wall['authors'] / wall['low_noise']:.2f}× faster than the authors' (medians of {repeats})", ""]
 
 
 def unit_lines(base: list[str], baseline: Path, seeds: int) -> list[str]:
@@ -261,6 +280,8 @@ def main() -> None:
     if "unit" in sections and arguments.baseline is not None:
         lines += unit_lines([*base, *([] if arguments.quick else ["data.rows=60000"])],
                             arguments.baseline.resolve(), 1 if arguments.quick else arguments.unit_seeds)
+    if "recipe" in sections:
+        lines += recipe_lines(base, repeats)
     record("Study-sized run: speed, bf16, torch.compile (benchmarks/bench_study_run.py)", lines, arguments.quick)
 
 
