@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Annotated, Literal, Union
 
 import numpy as np
-
 from omegaconf import DictConfig, OmegaConf
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
 

@@ -155,6 +155,7 @@ def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str 
     what = "pooled verdicts" if decide == "table" else "cells"
     run_seconds = _run_seconds(results_dir, found.runs)
     round_seconds = _round_seconds(run_seconds, jobs, _previous_state(found.directory))
+    core_seconds = sum(run_seconds.values())  # a round's runs, each at one thread
     level = ALPHA / max(len(units), 1)  # Holm's strictest step, as for the power figures
     # One scale for every unit (a cell's AUC and MSE differences are not comparable): % of the reference.
     scale = 100 / units["paired_reference_mean"].abs()
@@ -168,13 +169,13 @@ def plan_budget(study_name: str, budget: str | None, max_seeds: int, cells: str 
                        for verdict, mean, sd, null, unknown in zip(units["verdict"], expected_means, sds,
                                                                  units["paper_change_as_ours"], uncertainty))
         rows.append({"budget": text, "seeds": reach, "expected_decided": expected,
-                     "core_hours": (reach - seeds) * sum(run_seconds.values()) / 3600})
+                     "core_hours": (reach - seeds) * core_seconds / 3600})
     frame = pd.DataFrame(rows)
     table = Table(title=f"{study.name} ({dataset}): what each budget would likely decide, {len(units)} {what}",
                   caption=f"{seeds} seeds so far, {int((units['verdict'].isin(DECIDED)).sum())} {what} decided; a "
                           f"round (one seed of each of {len(study.variants)} variants, {jobs} at a time, so at "
                           f"most {len(study.variants)} cores busy) takes about {round_seconds:.0f} s here and "
-                          f"{sum(run_seconds.values()) / 60:.1f} core-minutes; estimate: each observed mean "
+                          f"{core_seconds / 60:.1f} core-minutes; estimate: each observed mean "
                           f"shrunk toward no change over the {len(units)} {what}, with its uncertainty, the "
                           f"observed spread taken as true, {BOUNDARY} at α/{len(units)}")
     for column in ("budget", "seeds per variant", f"expected decided {what}", "core-hours"):

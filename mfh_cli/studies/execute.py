@@ -29,7 +29,6 @@ from mfh_cli.studies.tuned import apply_tuning
 from mfh_cli.tasks import RUNS_COLUMNS, kind_of, metrics_of
 
 
-
 @dataclass
 class StudyOutcome:
     study: Study
@@ -44,7 +43,7 @@ def ablate(names: Sequence[str], seeds: int | Sequence[int] | None = None, jobs:
            tuned: bool = False) -> list[StudyOutcome]:
     """Plan every named study, train the runs not yet finished (shared runs once), write each runs.csv.
     `sequential` (from `mfh ablate --until-decided`) says how the seeds were chosen; study.json records it.
-    `tuned`: every variant trains with `mfh tune`'s best overrides (studies/tune.py), recorded in study.json too.
+    `tuned`: every variant trains with `mfh tune`'s best overrides (studies/tuned.py), recorded in study.json too.
 
     `seeds`: a count (seeds 0 … n−1), the seeds themselves (`mfh ablate --seeds 100-104`), or None (each study's
     own count); a `seed=` override is refused, never dropped.
@@ -56,7 +55,6 @@ def ablate(names: Sequence[str], seeds: int | Sequence[int] | None = None, jobs:
     refuse_seed_overrides(overrides, "mfh ablate")
     studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
     if tuned:
-
         studies = apply_tuning(studies, overrides, results_dir)
     planned = {study.name: plan(study, seed_list(seeds, study.seeds), overrides) for study in studies}
     unique = {run.run_id: run for runs in planned.values() for run in runs}
@@ -98,9 +96,6 @@ def seed_list(seeds: int | Sequence[int] | None, default: int) -> list[int]:
     if seeds is None:
         return list(range(default))
     return list(range(seeds)) if isinstance(seeds, int) else list(seeds)
-
-
-
 
 
 def execute(pending: list[PlannedRun], jobs: int, data_dir: Path | None, results_dir: Path, quiet: bool,
@@ -168,15 +163,6 @@ class SweepProgress:
 def run_finished(results_dir: Path, run_id: str) -> bool:
     """Whether the run's directory holds a finished run (engine/run.py read_finished decides)."""
     return is_finished(results_dir / "runs" / run_id)
-
-
-
-
-
-
-
-
-
 
 
 def train_one(overrides: Sequence[str], data_dir: Path | None, results_dir: Path,

@@ -1,5 +1,5 @@
-"""The sweep's worker processes: started so that Ctrl-C and the end of the sweep's process reach them, and stopped at
-once on an interrupt (`mfh ablate` and `mfh tune` share them)."""
+"""The sweep's worker processes: started so that Ctrl-C and the end of the sweep's process reach them, and stopped
+at once on an interrupt (`mfh ablate` and `mfh tune` share them)."""
 
 from __future__ import annotations
 

@@ -268,9 +268,6 @@ def _load(search: VariantSearch, data_dir: Path | None, results_dir: Path) -> Da
     return dataset_for(compose(search.overrides), data_dir, results_dir / "cache", quiet=True)
 
 
-
-
-
 def write_best(path: Path, study: Study, dataset: str, settings: TuningSettings, variants: dict) -> dict:
     """Write best.yaml atomically (mfh_cli/files.py): the settings and every finished search's record."""
     best = {"study": study.name, "dataset": dataset, "settings": settings.record(),
@@ -289,7 +286,6 @@ def tune(names: Sequence[str], trials: int | None = None, sampler_seed: int | No
          quiet: bool = False) -> list[TuningOutcome]:
     """Search every variant of the named studies (a search shared by studies runs once), `jobs` searches at a
     time; best.yaml is rewritten after each finished search, and a search already recorded there is skipped."""
-
     require("optuna", "mfh tune", "tune")
     studies = runnable_studies([expanded for name in names for expanded in load_study(name).expand()], overrides)
     state = []  # (study, settings, searches, path, records)
@@ -334,7 +330,6 @@ def run_searches(pending: list[tuple[str, tuple[VariantSearch, TuningSettings]]]
                  results_dir: Path, quiet: bool, finished: Callable[[str, dict], None]) -> None:
     """Run the pending searches in this process or in `jobs` worker processes (one thread each, as a sweep's runs);
     an interrupt ends the workers: an unfinished trial is left out of its journal's count and run again."""
-
     if jobs <= 1 or len(pending) <= 1:
         for key, (search, settings) in pending:
             finished(key, search_variant(search, settings, data_dir, results_dir, quiet))
@@ -349,9 +344,6 @@ def run_searches(pending: list[tuple[str, tuple[VariantSearch, TuningSettings]]]
         except Interrupted:
             stop_workers(pool)
             raise
-
-
-
 
 
 def tuning_lines(outcome: TuningOutcome) -> list[str]:

@@ -1,6 +1,6 @@
-"""The tuned overrides `mfh tune` leaves (results/tuning/<study>/<dataset>/best.yaml) and `--tuned`, which trains each
-variant with them: read without torch or Optuna, so the sweep, the cluster jobs and the report's notes take them
-from here, and `tune.py` (the search) is imported only by `mfh tune`."""
+"""The tuned overrides `mfh tune` leaves (results/tuning/<study>/<dataset>/best.yaml) and `--tuned`, which trains
+each variant with them: read without torch or Optuna, so that a sweep and its cluster jobs take them from here and
+`tune.py` (the search) is imported by `mfh tune` alone."""
 
 from __future__ import annotations
 
@@ -23,9 +23,6 @@ BEST = "best.yaml"
 def best_path(results_dir: Path, study: str, dataset: str) -> Path:
     """results/tuning/<study>/<dataset>/best.yaml."""
     return Path(results_dir) / TUNING / study / dataset / BEST
-
-
-
 
 
 def read_best(path: Path) -> dict | None:
